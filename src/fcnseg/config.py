@@ -1,0 +1,190 @@
+"""Typed run configuration: dataclasses loaded from YAML, unknown keys rejected, `--set` overrides.
+
+A config file mirrors these classes section by section:
+
+    name: demo
+    data: {kind: synthetic, num_classes: 4}
+    model: {name: unet, options: {base_width: 16}}
+    train: {epochs: 12, lr: 0.003}
+
+Every key is checked against the dataclass fields, so a typo such as `trian.lr` stops the run
+with the nearest valid name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fcnseg.errors import FcnsegError
+from fcnseg.registry import suggest
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"  # "synthetic" (generated, nothing to download) or "folder"
+    root: str | None = None  # folder datasets: <root>/<split>/images and <root>/<split>/masks
+    num_classes: int = 4
+    class_names: list[str] | None = None
+    ignore_index: int = 255
+    image_mode: str = "RGB"  # "RGB" or "L" (greyscale): what the model sees
+    train_split: str = "train"
+    val_split: str = "val"
+    # Generated data only: how many images and their size (deliberately not multiples of 32).
+    synthetic_train: int = 400
+    synthetic_val: int = 100
+    synthetic_size: tuple[int, int] = (180, 240)
+    augment: str = "light"  # "none" or "light"; see fcnseg.data.transforms
+    crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    batch_size: int = 8
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"
+    options: dict[str, Any] = field(default_factory=dict)  # the model's own keyword options
+
+
+@dataclass
+class LossTerm:
+    name: str = "cross_entropy"  # see fcnseg.losses.LOSSES for the choices
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # the loss's own keyword options
+
+
+@dataclass
+class LossConfig:
+    terms: list[LossTerm] = field(default_factory=lambda: [LossTerm()])  # summed, weighted
+    class_weights: list[float] | None = None  # one per class, for the losses that take them
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_minutes: float | None = None  # stop at whichever comes first: epochs or this budget
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    schedule: str = "poly"  # "poly", "cosine" or "constant", after linear warmup
+    warmup_fraction: float = 0.05
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (or start from the defaults) and apply `key.sub=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FcnsegError(f"config file {path} does not exist; give the path of a YAML file.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise FcnsegError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise FcnsegError(f"config file {path} must hold a mapping of sections, not a list.")
+    for override in overrides or []:
+        apply_override(data, override)
+    return from_dict(Config, data)
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply `train.lr=0.01` to a nested dict; the value is parsed as YAML (numbers, lists...)."""
+    key, sep, value = override.partition("=")
+    if not sep or not key:
+        raise FcnsegError(f"--set expects key=value (for example train.lr=0.01), got '{override}'.")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise FcnsegError(f"--set {key}: '{part}' is a value, not a section.")
+    node[leaf] = yaml.safe_load(value)
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass `cls` from a dict, checking every key and the type of every value."""
+    if not isinstance(data, dict):
+        raise FcnsegError(f"config section '{where or 'top level'}' must be a mapping, got {data!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise FcnsegError(
+                f"unknown config key '{where}{key}'.{suggest(str(key), fields)} "
+                f"Valid keys here: {', '.join(fields)}."
+            )
+    values = {key: _convert(hints[key], value, f"{where}{key}") for key, value in data.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """Check `value` against a type hint, converting YAML lists to tuples where a tuple is due."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value, where) if len(options) == 1 else value
+    if hint is Any:
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise FcnsegError(f"config key '{where}' expects a list, got {value!r}.")
+        item = args[0] if args else Any
+        items = [_convert(item, v, where) for v in value]
+        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis and len(args) != len(items):
+            raise FcnsegError(f"config key '{where}' expects {len(args)} values, got {value!r}.")
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise FcnsegError(f"config key '{where}' expects a mapping, got {value!r}.")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise FcnsegError(
+            f"config key '{where}' expects {hint.__name__}, got {type(value).__name__} {value!r}."
+        )
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so that the saved YAML reads back into the same config."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

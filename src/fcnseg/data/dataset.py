@@ -1,0 +1,104 @@
+"""The data contract and its plumbing.
+
+A raw dataset (folder, generated, ...) has `names`, `class_names`, `__len__` and
+`load(index) -> (image uint8 (H, W, C), mask int64 (H, W))`. `SegmentationDataset` turns it into
+the contract every model and loss relies on:
+
+    item  = (image float32 (C, H, W) normalised, mask int64 (H, W)), labels in [0, K) or ignore
+    batch = (image float32 (N, C, H, W), mask int64 (N, H, W))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from fcnseg.config import DataConfig
+from fcnseg.data.folder import FolderDataset
+from fcnseg.data.synthetic import ShapesDataset
+from fcnseg.data.transforms import JointTransform, build_transform
+from fcnseg.errors import FcnsegError
+
+
+class RawDataset(Protocol):
+    names: list[str]
+    class_names: list[str]
+
+    def __len__(self) -> int: ...
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """A raw dataset with a joint transform seeded by (seed, epoch, index)."""
+
+    def __init__(self, source: RawDataset, transform: JointTransform, seed: int = 0) -> None:
+        self.source, self.transform, self.seed = source, transform, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.source.load(index)
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        return self.transform(image, mask, seed=seed)
+
+
+def open_split(config: DataConfig, split: str) -> RawDataset:
+    """The raw dataset of one split, as the config describes it."""
+    if config.kind == "synthetic":
+        count = config.synthetic_train if split == config.train_split else config.synthetic_val
+        offset = 0 if split == config.train_split else 1000  # train and val never share items
+        return ShapesDataset(count, config.synthetic_size, seed=offset)
+    if config.kind == "folder":
+        if config.root is None:
+            raise FcnsegError("data.kind is 'folder' but data.root is not set; give the folder.")
+        return FolderDataset(
+            Path(config.root), split, config.num_classes, config.ignore_index,
+            config.image_mode, config.class_names,
+        )
+    raise FcnsegError(f"unknown data.kind '{config.kind}'; choices: folder, synthetic.")
+
+
+def make_dataset(config: DataConfig, split: str, train: bool, seed: int = 0) -> SegmentationDataset:
+    channels = 1 if config.image_mode == "L" else 3
+    transform = build_transform(
+        config.augment if train else "none",
+        config.mean, config.std, channels,
+        crop_size=config.crop_size if train else None,
+        ignore_index=config.ignore_index,
+    )
+    return SegmentationDataset(open_split(config, split), transform, seed)
+
+
+def make_loader(
+    dataset: SegmentationDataset,
+    batch_size: int,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    world_size: int = 1,
+    rank: int = 0,
+) -> DataLoader:
+    """A loader whose order depends on (seed, epoch) only: call `loader.sampler.set_epoch(e)`.
+
+    The same sampler serves one process and many (DDP): each rank takes its share.
+    """
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed, drop_last=train
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=train,
+        persistent_workers=False,  # workers must pick up each epoch's augmentation seed
+    )

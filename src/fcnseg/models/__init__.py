@@ -1,0 +1,58 @@
+"""The model zoo: a registry of architectures sharing one contract (see `base.py`).
+
+Every entry is called as `builder(num_classes=..., in_channels=..., **options)` and returns a
+module mapping (N, in_channels, H, W) to logits (N, num_classes, H, W) for any H and W.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from fcnseg.errors import FcnsegError
+from fcnseg.models.base import SegmentationModel
+from fcnseg.models.unet import UNet
+from fcnseg.registry import lookup, suggest
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "unet": UNet,
+}
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, **options: Any) -> nn.Module:
+    """Build a registered model; unknown names and options are errors that list the choices."""
+    builder = lookup(MODELS, name, "model")
+    if num_classes < 1 or in_channels < 1:
+        raise FcnsegError(
+            f"model '{name}' needs num_classes >= 1 and in_channels >= 1, "
+            f"got num_classes={num_classes}, in_channels={in_channels}."
+        )
+    accepted = model_options(name)
+    for option in options:
+        if option not in accepted:
+            raise FcnsegError(
+                f"model '{name}' has no option '{option}'.{suggest(option, accepted)} "
+                f"Its options: {', '.join(accepted) or 'none'}."
+            )
+    return builder(num_classes=num_classes, in_channels=in_channels, **options)
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The keyword options a model takes beyond num_classes and in_channels, with defaults."""
+    parameters = inspect.signature(lookup(MODELS, name, "model")).parameters
+    return {
+        key: p.default
+        for key, p in parameters.items()
+        if key not in ("num_classes", "in_channels")
+        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+__all__ = ["MODELS", "SegmentationModel", "build_model", "list_models", "model_options"]

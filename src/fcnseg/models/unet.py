@@ -1,0 +1,78 @@
+"""U-Net (Ronneberger, Fischer, Brox 2015, "U-Net: Convolutional Networks for Biomedical Image
+Segmentation"): a contracting path of double 3x3 convolutions and 2x2 max pools, an expanding
+path of 2x2 up-convolutions, each followed by concatenation with the skip of the same stride and
+a double convolution, and a 1x1 convolution to class scores.
+
+Differences from the paper, both now standard: convolutions are padded (the paper's valid
+convolutions shrink the output and force tiling with overlap) and followed by batch norm.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnseg.models.base import SegmentationModel
+from fcnseg.models.blocks import DoubleConv
+
+
+class UNetEncoder(nn.Module):
+    """The contracting path: five levels of double convolutions, widths w, 2w, 4w, 8w, 16w."""
+
+    def __init__(self, in_channels: int, base_width: int = 64) -> None:
+        super().__init__()
+        w = base_width
+        self.level1 = DoubleConv(in_channels, w)
+        self.level2 = DoubleConv(w, 2 * w)
+        self.level3 = DoubleConv(2 * w, 4 * w)
+        self.level4 = DoubleConv(4 * w, 8 * w)
+        self.bottom = DoubleConv(8 * w, 16 * w)
+        self.channels = {1: w, 2: 2 * w, 4: 4 * w, 8: 8 * w, 16: 16 * w}
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        x1 = self.level1(x)  # (N, w, H, W)
+        x2 = self.level2(F.max_pool2d(x1, 2))  # (N, 2w, H/2, W/2)
+        x3 = self.level3(F.max_pool2d(x2, 2))  # (N, 4w, H/4, W/4)
+        x4 = self.level4(F.max_pool2d(x3, 2))  # (N, 8w, H/8, W/8)
+        x5 = self.bottom(F.max_pool2d(x4, 2))  # (N, 16w, H/16, W/16)
+        return {1: x1, 2: x2, 4: x3, 8: x4, 16: x5}
+
+
+class UNetDecoder(nn.Module):
+    """The expanding path, built from the backbone's declared `channels` (stride -> width).
+
+    From the deepest feature upwards: a 2x2 up-convolution to the skip's width, concatenation
+    with the skip of that stride, and a double convolution. It ends at the shallowest stride.
+    """
+
+    def __init__(self, channels: dict[int, int]) -> None:
+        super().__init__()
+        strides = sorted(channels, reverse=True)  # e.g. [16, 8, 4, 2, 1]
+        self.skip_strides = strides[1:]
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        width = channels[strides[0]]
+        for stride in self.skip_strides:
+            skip_width = channels[stride]
+            self.up.append(nn.ConvTranspose2d(width, skip_width, kernel_size=2, stride=2))
+            self.fuse.append(DoubleConv(2 * skip_width, skip_width))
+            width = skip_width
+        self.out_channels = width
+
+    def forward(self, features: dict[int, torch.Tensor]) -> torch.Tensor:
+        x = features[max(features)]  # the bottom of the U
+        for stride, up, fuse in zip(self.skip_strides, self.up, self.fuse, strict=True):
+            skip = features[stride]  # (N, C_s, H/s, W/s)
+            x = fuse(torch.cat([up(x), skip], dim=1))  # (N, C_s, H/s, W/s)
+        return x
+
+
+class UNet(SegmentationModel):
+    """U-Net with the classic encoder; `base_width` is the paper's 64 by default."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, base_width: int = 64) -> None:
+        backbone = UNetEncoder(in_channels, base_width)
+        decoder = UNetDecoder(backbone.channels)
+        head = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
+        super().__init__(backbone, decoder, head, size_divisor=max(backbone.channels))
