@@ -14,11 +14,23 @@ from torch import nn
 
 from fcnseg.errors import FcnsegError
 from fcnseg.models.base import SegmentationModel
+from fcnseg.models.convolutionalize import convolutionalize
+from fcnseg.models.deeplab import deeplabv3, deeplabv3plus
+from fcnseg.models.fcn import fcn8s, fcn16s, fcn32s
+from fcnseg.models.linknet import LinkNet
+from fcnseg.models.segnet import SegNet
 from fcnseg.models.unet import UNet
 from fcnseg.registry import lookup, suggest
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "fcn32s": fcn32s,
+    "fcn16s": fcn16s,
+    "fcn8s": fcn8s,
     "unet": UNet,
+    "deeplabv3": deeplabv3,
+    "deeplabv3plus": deeplabv3plus,
+    "linknet": LinkNet,
+    "segnet": SegNet,
 }
 
 
@@ -55,4 +67,11 @@ def model_options(name: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["MODELS", "SegmentationModel", "build_model", "list_models", "model_options"]
+__all__ = [
+    "MODELS",
+    "SegmentationModel",
+    "build_model",
+    "convolutionalize",
+    "list_models",
+    "model_options",
+]

@@ -253,10 +253,12 @@ def build_backbone(
     output_stride: int = 32,
     weights: str | None = None,
     choices: tuple[str, ...] = BACKBONES,
+    fully_convolutional: bool = False,
 ) -> VGG16 | ResNet:
     """A backbone by name, with ImageNet weights from the local file `weights` if given.
 
     `choices` narrows the names a model accepts; an unknown name is an error listing them.
+    `fully_convolutional` adds VGG's fc6 / fc7 as convolutions (VGG only, for FCN).
     """
     lookup(dict.fromkeys(choices), name, "backbone")
     if name in RESNET_DEPTHS:
@@ -264,7 +266,7 @@ def build_backbone(
     elif output_stride != 32:
         raise FcnsegError(f"backbone '{name}' has output_stride 32 only, got {output_stride}.")
     else:
-        backbone = VGG16(in_channels, batch_norm=name == "vgg16_bn")
+        backbone = VGG16(in_channels, name == "vgg16_bn", fully_convolutional)
     if weights is not None:
         load_backbone_weights(backbone, weights)
     return backbone

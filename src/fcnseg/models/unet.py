@@ -5,6 +5,10 @@ a double convolution, and a 1x1 convolution to class scores.
 
 Differences from the paper, both now standard: convolutions are padded (the paper's valid
 convolutions shrink the output and force tiling with overlap) and followed by batch norm.
+
+`backbone` swaps the classic contracting path for a VGG or ResNet (e.g. "resnet34", the usual
+pairing in practice): the decoder takes its widths from the backbone's `channels` and ends at the
+backbone's shallowest stride (2 for these), from where the class scores are upsampled bilinearly.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnseg.errors import FcnsegError
+from fcnseg.models.backbones import BACKBONES, build_backbone
 from fcnseg.models.base import SegmentationModel
 from fcnseg.models.blocks import DoubleConv
 
@@ -69,10 +75,24 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(SegmentationModel):
-    """U-Net with the classic encoder; `base_width` is the paper's 64 by default."""
+    """U-Net; `backbone` "classic" (the paper's encoder, `base_width` 64) or a VGG / ResNet name."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, base_width: int = 64) -> None:
-        backbone = UNetEncoder(in_channels, base_width)
-        decoder = UNetDecoder(backbone.channels)
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        base_width: int = 64,
+        backbone: str = "classic",
+        backbone_weights: str | None = None,
+    ) -> None:
+        if backbone == "classic":
+            if backbone_weights is not None:
+                raise FcnsegError("the classic U-Net encoder has no pretrained weights.")
+            encoder = UNetEncoder(in_channels, base_width)
+        else:
+            encoder = build_backbone(
+                backbone, in_channels, weights=backbone_weights, choices=("classic", *BACKBONES)
+            )
+        decoder = UNetDecoder(encoder.channels)
         head = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
-        super().__init__(backbone, decoder, head, size_divisor=max(backbone.channels))
+        super().__init__(encoder, decoder, head, size_divisor=max(encoder.channels))
