@@ -13,6 +13,7 @@ with the nearest valid name instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -80,6 +81,7 @@ class TrainConfig:
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
 
 
@@ -109,6 +111,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise FcnsegError(f"config file {path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise FcnsegError(f"config file {path} must hold a mapping of sections, not a list.")
+    return build_config(data, overrides)
+
+
+def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """A Config from a plain dict (a YAML file's, or a checkpoint's) plus `key=value` overrides."""
+    data = copy.deepcopy(data)
     for override in overrides or []:
         apply_override(data, override)
     return from_dict(Config, data)
@@ -131,7 +139,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass `cls` from a dict, checking every key and the type of every value."""
     if not isinstance(data, dict):
-        raise FcnsegError(f"config section '{where or 'top level'}' must be a mapping, got {data!r}.")
+        raise FcnsegError(
+            f"config section '{where or 'top level'}' must be a mapping, got {data!r}."
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in data:
@@ -161,7 +171,12 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
             raise FcnsegError(f"config key '{where}' expects a list, got {value!r}.")
         item = args[0] if args else Any
         items = [_convert(item, v, where) for v in value]
-        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis and len(args) != len(items):
+        if (
+            origin is tuple
+            and len(args) > 1
+            and args[1] is not Ellipsis
+            and len(args) != len(items)
+        ):
             raise FcnsegError(f"config key '{where}' expects {len(args)} values, got {value!r}.")
         return tuple(items) if origin is tuple else items
     if origin is dict:

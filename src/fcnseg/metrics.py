@@ -19,7 +19,7 @@ from fcnseg.errors import FcnsegError
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores derived from one confusion matrix; NaN marks a class absent from truth and prediction."""
+    """Scores from one confusion matrix; NaN marks a class absent from truth and prediction."""
 
     per_class_iou: tuple[float, ...]
     per_class_dice: tuple[float, ...]
@@ -56,7 +56,9 @@ class ConfusionMatrix:
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         if pred.is_floating_point() or target.is_floating_point():
-            raise TypeError("pred and target must be integer label tensors (argmax the logits first)")
+            raise TypeError(
+                "pred and target must be integer label tensors (argmax the logits first)"
+            )
         k = self.num_classes
         valid = target != self.ignore_index
         truth, guess = target[valid].long(), pred[valid].long()

@@ -7,8 +7,9 @@ single-output binary model, by the sign of the logit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,9 +26,23 @@ def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
 class Predictor:
     """Runs a model for inference on batches of normalised images."""
 
-    def __init__(self, model: nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device | str = "cpu",
+        transform: Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+        | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.transform = transform  # raw uint8 image -> normalised tensor, as in training
+
+    def predict_image(self, image: np.ndarray) -> np.ndarray:
+        """A raw (H, W, C) uint8 image -> (H, W) int64 labels, normalised as in training."""
+        if self.transform is None:
+            raise ValueError("predict_image needs the Predictor's transform (see from_checkpoint)")
+        tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.int64))
+        return self.labels(tensor[None])[0].numpy()
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,10 @@ class Trainer:
     ) -> None:
         self.config, self.run_dir, self.class_names = config, Path(run_dir), class_names
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.memory_format = (
+            torch.channels_last if config.train.channels_last else torch.contiguous_format
+        )
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.loss_fn = loss_fn.to(self.device)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.optimizer = build_optimizer(self.model, config.train)
@@ -82,8 +85,15 @@ class Trainer:
         budget = self.config.train.max_minutes
         return budget is not None and self.state.elapsed_seconds >= budget * 60
 
-    def fit(self) -> TrainState:
+    def fit(self, max_epochs: int | None = None) -> TrainState:
+        """Train until the planned epochs or the time budget are used up.
+
+        `max_epochs` stops this call after that many more epochs (the plan, and so the learning
+        rate schedule, stays that of the config): a run can be interrupted and resumed exactly.
+        """
         epochs = self.config.train.epochs
+        if max_epochs is not None:
+            epochs = min(epochs, self.state.epoch + max_epochs)
         while self.state.epoch < epochs and not self.out_of_time():
             train_stats = self.train_one_epoch()
             scores = self.validate()
@@ -98,10 +108,13 @@ class Trainer:
         self.train_loader.dataset.set_epoch(self.state.epoch)
         total_loss, images, started = 0.0, 0, time.perf_counter()
         with self._progress_bar() as bar:
-            task = bar.add_task(self._epoch_label(), total=len(self.train_loader), loss=0.0, ips=0.0)
+            task = bar.add_task(
+                self._epoch_label(), total=len(self.train_loader), loss=0.0, ips=0.0
+            )
             for image, mask in self.train_loader:
                 step_started = time.perf_counter()
-                loss = self.train_step(image.to(self.device), mask.to(self.device))
+                image = image.to(self.device, memory_format=self.memory_format)
+                loss = self.train_step(image, mask.to(self.device))
                 self.state.elapsed_seconds += time.perf_counter() - step_started
                 total_loss, images = total_loss + loss * len(image), images + len(image)
                 seconds = time.perf_counter() - started

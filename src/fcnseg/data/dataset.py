@@ -61,8 +61,12 @@ def open_split(config: DataConfig, split: str) -> RawDataset:
         if config.root is None:
             raise FcnsegError("data.kind is 'folder' but data.root is not set; give the folder.")
         return FolderDataset(
-            Path(config.root), split, config.num_classes, config.ignore_index,
-            config.image_mode, config.class_names,
+            Path(config.root),
+            split,
+            config.num_classes,
+            config.ignore_index,
+            config.image_mode,
+            config.class_names,
         )
     raise FcnsegError(f"unknown data.kind '{config.kind}'; choices: folder, synthetic.")
 
@@ -71,7 +75,9 @@ def make_dataset(config: DataConfig, split: str, train: bool, seed: int = 0) -> 
     channels = 1 if config.image_mode == "L" else 3
     transform = build_transform(
         config.augment if train else "none",
-        config.mean, config.std, channels,
+        config.mean,
+        config.std,
+        channels,
         crop_size=config.crop_size if train else None,
         ignore_index=config.ignore_index,
     )

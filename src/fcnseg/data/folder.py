@@ -90,7 +90,7 @@ def check_label_values(
 
 
 class FolderDataset:
-    """A split of a folder dataset; `load(index)` gives (image uint8 (H, W, C), mask int64 (H, W))."""
+    """A folder split: `load(index)` -> (image uint8 (H, W, C), mask int64 (H, W))."""
 
     def __init__(
         self,

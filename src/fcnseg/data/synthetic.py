@@ -85,11 +85,10 @@ DRAW = {1: _circle, 2: _rectangle, 3: _triangle}
 class ShapesDataset:
     """`count` generated samples; `load(index)` draws sample `index` of seed `seed` on demand."""
 
-    class_names = list(CLASS_NAMES)
-
     def __init__(self, count: int, size: tuple[int, int] = DEFAULT_SIZE, seed: int = 0) -> None:
         self.count, self.size, self.seed = count, tuple(size), seed
         self.names = [f"shapes_{seed}_{index:05d}" for index in range(count)]
+        self.class_names = list(CLASS_NAMES)
 
     def __len__(self) -> int:
         return self.count

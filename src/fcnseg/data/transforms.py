@@ -15,11 +15,11 @@ import torch
 
 # albumentations asks the network for a newer version on import unless told not to.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
+import albumentations as A
+import cv2
 
-from fcnseg.errors import FcnsegError  # noqa: E402
-from fcnseg.registry import lookup  # noqa: E402
+from fcnseg.errors import FcnsegError
+from fcnseg.registry import lookup
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -29,16 +29,23 @@ def _no_augmentation(crop_size: tuple[int, int] | None, ignore_index: int) -> li
 
 
 def _light(crop_size: tuple[int, int] | None, ignore_index: int) -> list:
-    """Flips and mild rescaling: enough for generated data and most small datasets."""
+    """Flips and mild rescaling (size kept, borders filled with ignore), then an optional crop."""
     steps: list = [
         A.HorizontalFlip(p=0.5),
-        A.RandomScale(scale_limit=(-0.2, 0.2), interpolation=cv2.INTER_LINEAR, p=0.5),
+        A.Affine(
+            scale=(0.8, 1.25),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+            p=0.5,
+        ),
     ]
     if crop_size is not None:
         height, width = crop_size
         steps += [
-            A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0,
-                          fill_mask=ignore_index),
+            A.PadIfNeeded(
+                height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index
+            ),
             A.RandomCrop(height, width),
         ]
     return steps

@@ -1,0 +1,146 @@
+"""The `fcnseg` command line: the only module that reads argv.
+
+    fcnseg demo [--out DIR] [--overwrite] [--set key=value ...]
+    fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
+    fcnseg train --resume RUN_DIR [--set train.epochs=N]
+    fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR]
+    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR
+    fcnseg models
+
+A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from fcnseg.errors import FcnsegError
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.01 (repeatable)",
+    )
+
+
+def _add_out(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--out", help=help_text)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing fcnseg output folder"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcnseg", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate shapes, train, evaluate and report")
+    _add_out(demo, "run folder (default runs/demo)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_set(demo)
+
+    train = commands.add_parser("train", help="train from a YAML config or a packaged recipe")
+    train.add_argument("config", nargs="?", help="YAML file, or a recipe name such as 'demo'")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    _add_out(train, "run folder (default <output_dir>/<name> from the config)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_set(train)
+
+    evaluate = commands.add_parser("evaluate", help="metrics and report of a checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--data", required=True, help="folder dataset root")
+    evaluate.add_argument("--split", default="val")
+    _add_out(evaluate, "output folder (default <checkpoint folder>/evaluation-<split>)")
+
+    predict = commands.add_parser("predict", help="masks and overlays for images")
+    predict.add_argument("checkpoint")
+    predict.add_argument("inputs", metavar="IMAGE_OR_DIR")
+    _add_out(predict, "output folder (required; must not hold the inputs)")
+
+    commands.add_parser("models", help="list the registered models and their options")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fcnseg import commands
+
+    report = commands.demo(
+        args.out or "runs/demo", args.overwrite, args.overrides, show_progress=not args.no_progress
+    )
+    print(f"report: {report}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fcnseg import commands
+
+    if args.resume:
+        config, run_dir = commands.resume_run(args.resume, args.overrides)
+    elif args.config:
+        config, run_dir = commands.start_run(args.config, args.overrides, args.out, args.overwrite)
+    else:
+        raise FcnsegError(
+            "fcnseg train needs a CONFIG (a YAML file or recipe) or --resume RUN_DIR."
+        )
+    report = commands.train(
+        config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
+    )
+    print(f"report: {report}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fcnseg import commands
+
+    report = commands.evaluate(args.checkpoint, args.data, args.split, args.out, args.overwrite)
+    print(f"report: {report}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fcnseg import commands
+
+    if not args.out:
+        raise FcnsegError("fcnseg predict needs --out DIR, a folder for the masks and overlays.")
+    failures = commands.predict(args.checkpoint, args.inputs, args.out, args.overwrite)
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    print(f"masks and overlays: {args.out}")
+    return 1 if failures else 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from fcnseg.models import list_models, model_options
+
+    for name in list_models():
+        options = ", ".join(f"{key}={value!r}" for key, value in model_options(name).items())
+        print(f"{name:<16} {options}")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo,
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "models": _models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except FcnsegError as error:
+        print(f"fcnseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,247 @@
+"""What each command does, as plain functions of typed arguments (cli.py only parses argv).
+
+train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
+demo(out)          generate shapes on disk, then train with the packaged demo recipe
+evaluate(ckpt)     a checkpoint over a folder split -> metrics.json + report.md
+predict(ckpt)      images -> palette index masks + colour overlays
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fcnseg.checkpoint import load_checkpoint
+from fcnseg.config import Config, build_config, from_dict, load_config, save_config
+from fcnseg.data import make_dataset, make_loader, write_shapes_folder
+from fcnseg.data.folder import IMAGE_SUFFIXES, FolderDataset, read_image
+from fcnseg.data.transforms import build_transform
+from fcnseg.errors import FcnsegError
+from fcnseg.losses import build_loss
+from fcnseg.models import build_model
+from fcnseg.predict import Predictor
+from fcnseg.registry import suggest
+from fcnseg.report import evaluate as evaluate_split
+from fcnseg.report import sample_predictions, write_run_report
+from fcnseg.rundir import prepare_run_dir
+from fcnseg.trainer import Trainer
+from fcnseg.visualize import PALETTE, overlay
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("fcnseg") / "configs"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A YAML path as given, or the name of a recipe shipped with fcnseg (e.g. 'demo')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if name_or_path in recipe_names():
+        return Path(str(resources.files("fcnseg") / "configs" / f"{name_or_path}.yaml"))
+    raise FcnsegError(
+        f"config {name_or_path} is neither a file nor a packaged recipe."
+        f"{suggest(name_or_path, recipe_names())} Recipes: {', '.join(recipe_names())}."
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FcnsegError(f"train.device is '{name}' but no CUDA GPU is available; use 'cpu'.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train `config` into run_dir (fresh, or continuing its last.pt); returns the report path."""
+    seed_everything(config.train.seed)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    data = config.data
+    train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
+    val_set = make_dataset(data, data.val_split, train=False)
+    class_names = _class_names(config, train_set.source.class_names)
+    for dataset in (train_set, val_set):
+        if isinstance(dataset.source, FolderDataset):
+            dataset.source.check_labels()  # every mask, before the first step
+    model_spec = {
+        "name": config.model.name,
+        "num_classes": data.num_classes,
+        "in_channels": 1 if data.image_mode == "L" else 3,
+        "options": dict(config.model.options),
+    }
+    model = _build(model_spec)
+    trainer = Trainer(
+        config,
+        model,
+        make_loader(train_set, data.batch_size, True, config.train.seed, data.num_workers),
+        make_loader(val_set, data.batch_size, False, num_workers=data.num_workers),
+        build_loss(config.loss, data.num_classes, data.ignore_index),
+        run_dir,
+        class_names,
+        model_spec,
+        device,
+        show_progress,
+    )
+    if resume:
+        trainer.resume(run_dir / "last.pt")
+    trainer.fit()
+    best = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best["state_dict"])
+    predictor = Predictor(model, device)
+    scores = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
+    summary = {
+        "model": f"{config.model.name} {config.model.options or ''}".strip(),
+        "data": f"{data.kind} {data.root or ''}".strip()
+        + f" ({len(train_set)} train / {len(val_set)} {data.val_split} images)",
+        "training": f"{trainer.state.epoch} epochs, {trainer.state.step} steps, "
+        f"{trainer.state.elapsed_seconds:.0f} s on {device}",
+        "checkpoint": f"best.pt (epoch {best['epoch']}, val mIoU {best['best_miou']:.4f})",
+    }
+    return write_run_report(
+        run_dir,
+        scores,
+        class_names,
+        sample_predictions(predictor, val_set),
+        trainer.state.history,
+        title=f"fcnseg run: {config.name}",
+        summary=summary,
+    )
+
+
+def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
+    names = config.data.class_names or dataset_names
+    if len(names) != config.data.num_classes:
+        raise FcnsegError(
+            f"data.num_classes is {config.data.num_classes} but there are {len(names)} class "
+            f"names ({', '.join(names)}); make them agree."
+        )
+    return list(names)
+
+
+def _build(spec: dict) -> torch.nn.Module:
+    return build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
+
+
+def start_run(
+    config_path: str | None, overrides: list[str], out: str | None, overwrite: bool
+) -> tuple[Config, Path]:
+    """Load the config, create the run folder (never over an unrelated one), save the config."""
+    config = load_config(resolve_config(config_path) if config_path else None, overrides)
+    run_dir = prepare_run_dir(
+        Path(out) if out else Path(config.output_dir) / config.name, overwrite
+    )
+    save_config(config, run_dir / "config.yaml")
+    return config, run_dir
+
+
+def resume_run(run_dir: str, overrides: list[str]) -> tuple[Config, Path]:
+    """The config of an existing run, plus overrides (e.g. more epochs), to continue it."""
+    run_path = Path(run_dir)
+    config = build_config(load_checkpoint(run_path / "last.pt")["config"], overrides)
+    save_config(config, run_path / "config.yaml")
+    return config, run_path
+
+
+def demo(out: Path, overwrite: bool, overrides: list[str], show_progress: bool = True) -> Path:
+    """Generate shapes on disk, train the demo recipe on them, write the report."""
+    config, run_dir = start_run("demo", [f"data.root={out}/data", *overrides], str(out), overwrite)
+    counts = {
+        config.data.train_split: config.data.synthetic_train,
+        config.data.val_split: config.data.synthetic_val,
+    }
+    write_shapes_folder(run_dir / "data", counts, config.data.synthetic_size, config.train.seed)
+    return train(config, run_dir, show_progress=show_progress)
+
+
+def model_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Predictor, Config, dict]:
+    """A Predictor for a checkpoint's model, normalising images as its training did."""
+    checkpoint = load_checkpoint(path)
+    model = _build(checkpoint["model"])
+    model.load_state_dict(checkpoint["state_dict"])
+    config = from_dict(Config, checkpoint["config"])
+    channels = checkpoint["model"]["in_channels"]
+    transform = build_transform("none", config.data.mean, config.data.std, channels)
+    return Predictor(model, resolve_device(device), transform), config, checkpoint
+
+
+def evaluate(
+    checkpoint_path: str, data_dir: str, split: str, out: str | None, overwrite: bool
+) -> Path:
+    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path)
+    data = replace(config.data, kind="folder", root=data_dir, val_split=split)
+    dataset = make_dataset(data, split, train=False)
+    dataset.source.check_labels()
+    out_dir = prepare_run_dir(
+        Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}", overwrite
+    )
+    scores = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
+    return write_run_report(
+        out_dir,
+        scores,
+        checkpoint["class_names"],
+        sample_predictions(predictor, dataset),
+        title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
+        summary={"images": len(dataset)},
+    )
+
+
+def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> list[str]:
+    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image.
+
+    Returns the failures ("file: reason"); unreadable images are skipped, not fatal.
+    """
+    predictor, config, _ = model_from_checkpoint(checkpoint_path)
+    images = _input_images(Path(inputs))
+    out_dir = Path(out).resolve()
+    if any(out_dir == image.parent or out_dir in image.parents for image in images):
+        raise FcnsegError(
+            f"--out {out} holds the input images; writing there could overwrite them. "
+            "Choose a separate output folder."
+        )
+    prepare_run_dir(out_dir, overwrite)
+    palette = PALETTE.flatten().tolist()
+    mode = config.data.image_mode
+    failures = []
+    for image_path in images:
+        try:
+            image = read_image(image_path, mode)
+        except FcnsegError as error:
+            failures.append(str(error))
+            continue
+        labels = predictor.predict_image(image).astype(np.uint8)
+        indexed = Image.fromarray(labels, mode="P")
+        indexed.putpalette(palette)
+        indexed.save(out_dir / f"{image_path.stem}.png")
+        Image.fromarray(overlay(image, labels)).save(out_dir / f"{image_path.stem}_overlay.png")
+    return failures
+
+
+def _input_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path.resolve()]
+    if path.is_dir():
+        images = sorted(p.resolve() for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            return images
+        raise FcnsegError(
+            f"{path} holds no images; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}."
+        )
+    raise FcnsegError(f"{path} does not exist; give an image file or a folder of images.")
