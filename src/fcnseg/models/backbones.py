@@ -107,14 +107,20 @@ def vgg_layer(in_channels: int, out_channels: int, batch_norm: bool) -> nn.Seque
 
 
 class BasicBlock(nn.Module):
-    """ResNet-18/34's block: two 3x3 convolutions and a shortcut."""
+    """ResNet-18/34's block: two 3x3 convolutions and a shortcut.
+
+    `entry_dilation` is the dilation of the first 3x3, the one that strides: in a stage dilated
+    instead of strided it still reads its input's spacing; every 3x3 after it reads `dilation`.
+    """
 
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int, dilation: int, entry_dilation: int
+    ) -> None:
         super().__init__()
         out_channels = width * self.expansion
-        self.conv1 = conv3x3(in_channels, width, stride, dilation)
+        self.conv1 = conv3x3(in_channels, width, stride, entry_dilation)
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = conv3x3(width, out_channels, 1, dilation)
         self.bn2 = nn.BatchNorm2d(out_channels)
@@ -128,20 +134,26 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet-50/101's block: 1x1 reduce, 3x3 (strided, as in torchvision's "v1.5"), 1x1 expand."""
+    """ResNet-50/101's block: 1x1 reduce, 3x3 (strided, as in torchvision's "v1.5"), 1x1 expand.
+
+    Its one 3x3 is the strided one, so it takes `entry_dilation` (see BasicBlock).
+    """
 
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, width: int, stride: int, dilation: int, entry_dilation: int
+    ) -> None:
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = conv3x3(width, width, stride, dilation)
+        self.conv2 = conv3x3(width, width, stride, entry_dilation)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, out_channels, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.downsample = shortcut(in_channels, out_channels, stride)
+        del dilation  # no 3x3 after the strided one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -182,9 +194,10 @@ class ResNet(nn.Module):
     """ResNet without its classifier: a 7x7 stride-2 stem, a max pool, four stages of blocks.
 
     Stages 2-4 each halve the resolution, until `output_stride` is reached; from then on a stage
-    keeps the resolution and doubles the dilation instead, so that the receptive field grows as
-    if it had been strided (its first block still uses the previous dilation, as torchvision
-    does, so that it sees the same neighbourhood as the strided block it replaces).
+    keeps the resolution and doubles the dilation instead. Its first 3x3 convolution (the one
+    that would have strided) keeps the previous dilation, all later ones use the new one: the
+    dilated network then computes exactly the values of the strided one, at every position
+    instead of every other one.
     """
 
     def __init__(
@@ -207,9 +220,9 @@ class ResNet(nn.Module):
             if layer_stride == 2 and stride == output_stride:
                 layer_stride, dilation = 1, dilation * 2
             stride *= layer_stride
-            blocks = [block(width_in, width, layer_stride, previous_dilation)]
+            blocks = [block(width_in, width, layer_stride, dilation, previous_dilation)]
             width_in = width * block.expansion
-            blocks += [block(width_in, width, 1, dilation) for _ in range(depth - 1)]
+            blocks += [block(width_in, width, 1, dilation, dilation) for _ in range(depth - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
             self.strides.append(stride)
             self.channels[stride] = width_in  # a dilated stage replaces the one before it
