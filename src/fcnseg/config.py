@@ -31,18 +31,29 @@ from fcnseg.registry import suggest
 class DataConfig:
     kind: str = "synthetic"  # "synthetic" (generated, nothing to download) or "folder"
     root: str | None = None  # folder datasets: <root>/<split>/images and <root>/<split>/masks
+    layout: str = "auto"  # "auto", "folder", "lists", "voc" or "camvid"; see fcnseg.data.layouts
     num_classes: int = 4
     class_names: list[str] | None = None
     ignore_index: int = 255
+    # How masks store classes; see fcnseg.data.encodings and fcnseg.data.classes.
+    mask_encoding: str = "auto"  # "auto", "index", "binary", "palette" or "rgb"
+    classes: str | None = None  # class table: classes.txt, .yaml or class_dict.csv (in root)
+    colors: list[tuple[int, int, int]] | None = None  # RGB of each class: an inline colour table
+    ignore_labels: list[int] | None = None  # mask values to ignore; None: the table's void rows
     image_mode: str = "RGB"  # "RGB" or "L" (greyscale): what the model sees
+    image_alpha: str = "drop"  # RGBA images: "drop" the alpha channel or "keep" it
+    image_bit_depth: int | None = None  # bits used by the stored values (e.g. 12); None: the file's
+    image_scaling: str = "bit_depth"  # "bit_depth" (0..2^bits-1 -> 0..255) or "per_image" min-max
     train_split: str = "train"
     val_split: str = "val"
     # Generated data only: how many images and their size (deliberately not multiples of 32).
     synthetic_train: int = 400
     synthetic_val: int = 100
     synthetic_size: tuple[int, int] = (180, 240)
-    augment: str = "light"  # "none" or "light"; see fcnseg.data.transforms
+    augment: str = "light"  # "none", "light" or "strong"; see fcnseg.data.transforms
     crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
+    train_resize: tuple[int, int] | None = None  # (H, W) training images are resized to first
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the "strong" preset
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     batch_size: int = 8
