@@ -1,0 +1,26 @@
+"""U-Net on a VGG / ResNet backbone: decoder widths from the backbone's channels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fcnseg import FcnsegError
+from fcnseg.models import build_model
+
+
+def test_resnet34_unet_decodes_to_stride_2_with_the_backbones_widths() -> None:
+    model = build_model("unet", 2, backbone="resnet34").eval()
+    fuse_widths = [fuse[-1][0].out_channels for fuse in model.decoder.fuse]
+    assert fuse_widths == [256, 128, 64, 64]  # the widths of strides 16, 8, 4, 2
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 64, 96))
+        decoded = model.decoder(features)
+        logits = model(torch.randn(1, 3, 97, 131))
+    assert decoded.shape == (1, 64, 32, 48)
+    assert logits.shape == (1, 2, 97, 131)
+
+
+def test_the_classic_encoder_has_no_pretrained_weights() -> None:
+    with pytest.raises(FcnsegError, match="no pretrained weights"):
+        build_model("unet", 2, backbone_weights="imagenet.pth")
