@@ -76,7 +76,9 @@ class LossTerm:
 @dataclass
 class LossConfig:
     terms: list[LossTerm] = field(default_factory=lambda: [LossTerm()])  # summed, weighted
-    class_weights: list[float] | None = None  # one per class, for the losses that take them
+    # One per class, for the losses that take them, or "median_frequency" (Eigen & Fergus
+    # 2015), computed from the training masks when training starts.
+    class_weights: list[float] | str | None = None
 
 
 @dataclass
@@ -89,7 +91,9 @@ class TrainConfig:
     momentum: float = 0.9  # SGD only
     schedule: str = "poly"  # "poly", "cosine" or "constant", after linear warmup
     warmup_fraction: float = 0.05
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # clip the gradients' total L2 norm to this
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    early_stopping_patience: int | None = None  # stop after this many epochs without a best
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
