@@ -1,8 +1,9 @@
 """The data contract and its plumbing.
 
 A raw dataset (folder, generated, ...) has `names`, `class_names`, `__len__` and
-`load(index) -> (image uint8 (H, W, C), mask int64 (H, W))`. `SegmentationDataset` turns it into
-the contract every model and loss relies on:
+`load(index) -> (image uint8 (H, W, C), mask int64 (H, W))`, and may have `palette` (a colour
+per class, from the dataset's own class table). `SegmentationDataset` turns it into the contract
+every model and loss relies on:
 
     item  = (image float32 (C, H, W) normalised, mask int64 (H, W)), labels in [0, K) or ignore
     batch = (image float32 (N, C, H, W), mask int64 (N, H, W))
@@ -10,7 +11,6 @@ the contract every model and loss relies on:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -19,9 +19,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from fcnseg.config import DataConfig
 from fcnseg.data.folder import FolderDataset
+from fcnseg.data.images import image_channels
 from fcnseg.data.synthetic import ShapesDataset
 from fcnseg.data.transforms import JointTransform, build_transform
 from fcnseg.errors import FcnsegError
+from fcnseg.visualize import PALETTE
 
 
 class RawDataset(Protocol):
@@ -42,6 +44,15 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    @property
+    def class_names(self) -> list[str]:
+        return self.source.class_names
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 colour of each label: the dataset's own, else fcnseg's fixed palette."""
+        return getattr(self.source, "palette", PALETTE)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -58,28 +69,21 @@ def open_split(config: DataConfig, split: str) -> RawDataset:
         offset = 0 if split == config.train_split else 1000  # train and val never share items
         return ShapesDataset(count, config.synthetic_size, seed=offset)
     if config.kind == "folder":
-        if config.root is None:
-            raise FcnsegError("data.kind is 'folder' but data.root is not set; give the folder.")
-        return FolderDataset(
-            Path(config.root),
-            split,
-            config.num_classes,
-            config.ignore_index,
-            config.image_mode,
-            config.class_names,
-        )
+        return FolderDataset(config, split)
     raise FcnsegError(f"unknown data.kind '{config.kind}'; choices: folder, synthetic.")
 
 
 def make_dataset(config: DataConfig, split: str, train: bool, seed: int = 0) -> SegmentationDataset:
-    channels = 1 if config.image_mode == "L" else 3
+    """A split with the training augmentation (train=True) or the evaluation preset."""
     transform = build_transform(
         config.augment if train else "none",
         config.mean,
         config.std,
-        channels,
+        image_channels(config.image_mode, config.image_alpha),
         crop_size=config.crop_size if train else None,
         ignore_index=config.ignore_index,
+        scale_range=config.scale_range,
+        resize=config.train_resize if train else None,
     )
     return SegmentationDataset(open_split(config, split), transform, seed)
 

@@ -1,14 +1,21 @@
-"""Joint image + mask transforms with albumentations.
+"""Joint image + mask transforms with albumentations, chosen by name (data.augment).
 
-Masks are always resampled nearest-neighbour (albumentations' default for masks) and padded with
-the ignore index, so that augmentation never invents labels. Each call takes a seed: the trainer
-derives it from (run seed, epoch, item), so a resumed run sees exactly the pixels it would have.
+    none    nothing: the evaluation preset (validation, `evaluate` and `predict` use it)
+    light   horizontal flip, mild rescaling (0.8-1.25, size kept), optional crop
+    strong  horizontal flip, random scale over data.scale_range (0.5-2.0 by default), crop to
+            data.crop_size (or, without one, back to the input's size), colour jitter
+
+Masks are always resampled nearest-neighbour and padded with the ignore index, so augmentation
+never invents labels. Training images can first be resized (data.train_resize, e.g. half
+resolution). Each call takes a seed: the trainer derives it from (run seed, epoch, item), so a
+resumed run sees exactly the pixels it would have.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,34 +31,59 @@ from fcnseg.registry import lookup
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def _no_augmentation(crop_size: tuple[int, int] | None, ignore_index: int) -> list:
+@dataclass(frozen=True)
+class AugmentOptions:
+    crop_size: tuple[int, int] | None = None  # (H, W) of training crops, padded with ignore
+    ignore_index: int = 255
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    channels: int = 3
+
+
+def _filled(ignore_index: int) -> dict:
+    """Constant borders: black image, ignored mask."""
+    return {"border_mode": cv2.BORDER_CONSTANT, "fill": 0, "fill_mask": ignore_index}
+
+
+def _crop(options: AugmentOptions) -> list:
+    if options.crop_size is None:
+        return []
+    height, width = options.crop_size
+    padding = _filled(options.ignore_index)
+    return [A.RandomCrop(height, width, pad_if_needed=True, pad_position="random", **padding)]
+
+
+def _no_augmentation(options: AugmentOptions) -> list:
     return []
 
 
-def _light(crop_size: tuple[int, int] | None, ignore_index: int) -> list:
+def _light(options: AugmentOptions) -> list:
     """Flips and mild rescaling (size kept, borders filled with ignore), then an optional crop."""
-    steps: list = [
-        A.HorizontalFlip(p=0.5),
-        A.Affine(
-            scale=(0.8, 1.25),
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-            p=0.5,
-        ),
-    ]
-    if crop_size is not None:
-        height, width = crop_size
-        steps += [
-            A.PadIfNeeded(
-                height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index
-            ),
-            A.RandomCrop(height, width),
-        ]
-    return steps
+    rescale = A.Affine(scale=(0.8, 1.25), p=0.5, **_filled(options.ignore_index))
+    return [A.HorizontalFlip(p=0.5), rescale, *_crop(options)]
 
 
-AUGMENTATIONS = {"none": _no_augmentation, "light": _light}
+def _strong(options: AugmentOptions) -> list:
+    """Scale 0.5-2.0, crop (padding with ignore), flip and colour jitter, as DeepLab trains."""
+    low, high = options.scale_range
+    if not 0 < low <= high:
+        raise FcnsegError(
+            f"data.scale_range is {list(options.scale_range)}; give [low, high] with "
+            "0 < low <= high, e.g. [0.5, 2.0]."
+        )
+    if options.crop_size is None:
+        # No crop size to return to: zoom about a random point, keeping the input's size.
+        padding = _filled(options.ignore_index)
+        scaling = [A.Affine(scale=(low, high), translate_percent=(-0.2, 0.2), p=1.0, **padding)]
+    else:
+        scaling = [A.RandomScale(scale_limit=(low - 1, high - 1), p=1.0), *_crop(options)]
+    if options.channels == 3:
+        colour = A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25, hue=0.03, p=0.8)
+    else:  # saturation and hue need exactly three colour channels
+        colour = A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.8)
+    return [*scaling, A.HorizontalFlip(p=0.5), colour]
+
+
+AUGMENTATIONS = {"none": _no_augmentation, "light": _light, "strong": _strong}
 
 
 class JointTransform:
@@ -76,12 +108,17 @@ def build_transform(
     channels: int,
     crop_size: tuple[int, int] | None = None,
     ignore_index: int = 255,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    resize: tuple[int, int] | None = None,
 ) -> JointTransform:
-    """The named augmentation preset followed by normalisation with per-channel mean and std."""
+    """Optional resize, the named augmentation preset, then per-channel normalisation."""
     if len(mean) != channels or len(std) != channels:
         raise FcnsegError(
             f"data.mean and data.std need one value per image channel ({channels}), got "
             f"mean={list(mean)} std={list(std)}; for greyscale use e.g. mean: [0.5], std: [0.25]."
         )
-    steps = lookup(AUGMENTATIONS, augment, "augmentation")(crop_size, ignore_index)
+    preset = lookup(AUGMENTATIONS, augment, "augmentation")
+    steps = preset(AugmentOptions(crop_size, ignore_index, tuple(scale_range), channels))
+    if resize is not None:  # area averaging: the right filter for shrinking, nearest for masks
+        steps.insert(0, A.Resize(resize[0], resize[1], interpolation=cv2.INTER_AREA))
     return JointTransform(steps, mean, std)

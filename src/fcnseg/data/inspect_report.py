@@ -1,0 +1,195 @@
+"""What `fcnseg inspect` prints and writes: the account of a dataset, class weights and a loss.
+
+Class weights are SegNet's median frequency balancing (Eigen and Fergus 2015; Badrinarayanan et
+al. 2017), from the training split:
+
+    freq_c   = pixels of class c / pixels of the training images that contain c
+    weight_c = median over classes of freq / freq_c
+
+so a class as frequent as the median weighs 1 and rarer classes more. A class absent from
+training gets weight 0: there is nothing to weigh. The chart shows each class's share of the
+labelled pixels per split, in the dataset's own class colours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fcnseg.data.inspect import Inspection, SplitScan
+from fcnseg.losses import LOSSES
+
+
+def median_frequency_weights(class_pixels: np.ndarray, presence_pixels: np.ndarray) -> np.ndarray:
+    """weight_c = median(freq) / freq_c with freq_c = pixels of c / pixels of images with c."""
+    present = class_pixels > 0
+    weights = np.zeros(len(class_pixels))
+    if present.any():
+        frequency = class_pixels[present] / presence_pixels[present]
+        weights[present] = np.median(frequency) / frequency
+    return weights
+
+
+def suggest_loss(class_pixels: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
+    """A loss to start from, in words and as config terms, from the training class balance."""
+    share = class_pixels / max(class_pixels.sum(), 1)
+    present = share[share > 0]
+    spread = float(present.max() / present.min()) if len(present) else 1.0
+    cross_entropy = {"name": "cross_entropy"}
+    dice = [{"name": "dice", "weight": 1.0}] if "dice" in LOSSES else []
+    with_dice = ", plus Dice for the small classes" if dice else ""
+    if len(class_pixels) == 2 and share.min() < 0.1:
+        reason = f"binary with a rare class ({share.min():.1%} of the pixels)"
+    elif len(class_pixels) > 2 and spread > 10:
+        reason = f"class pixels differ {spread:.0f}-fold"
+    else:
+        return f"classes within {spread:.0f}-fold: plain cross-entropy", [cross_entropy]
+    return f"{reason}: cross-entropy with the class weights{with_dice}", [cross_entropy, *dice]
+
+
+def training_scan(inspection: Inspection, train_split: str) -> SplitScan:
+    """The split the weights come from: the training split, else the first one read."""
+    return next((s for s in inspection.splits if s.name == train_split), inspection.splits[0])
+
+
+def _amount(pixels: float) -> str:
+    if pixels >= 1e6:
+        return f"{pixels / 1e6:.2f}M"
+    return f"{pixels / 1e3:.1f}k" if pixels >= 1e3 else f"{pixels:.0f}"
+
+
+def _listed(counter: Counter, shown: int = 3) -> str:
+    items = [f"{key} ({count})" for key, count in counter.most_common(shown)]
+    return ", ".join(items) + (f", {len(counter) - shown} more" if len(counter) > shown else "")
+
+
+def _header(inspection: Inspection) -> list[str]:
+    reader = inspection.reader
+    table = reader.format.table
+    classes = (
+        f"{inspection.num_classes}, from {table.source}"
+        if table
+        else (f"{inspection.num_classes}, numbered (no class table found)")
+    )
+    if reader.format.ignored:
+        names = {entry.value: entry.name for entry in table.entries} if table else {}
+        ignored = ", ".join(f"{v} {names.get(v, '')}".strip() for v in reader.format.ignored)
+        classes += f"; ignored: {ignored} (by {reader.format.ignored_by})"
+    kinds = sum((scan.image_kinds for scan in inspection.splits), Counter())
+    masks = sum(len(scan.masks) for scan in inspection.splits)
+    return [
+        f"dataset  {inspection.root}  ({masks} masks read in {inspection.seconds:.1f} s)",
+        f"layout   {inspection.layout.name}: {inspection.layout.description}",
+        f"classes  {classes}",
+        f"masks    {reader.format.codec.description}",
+        f"images   {_listed(kinds)}",
+    ]
+
+
+def _split_table(inspection: Inspection) -> list[str]:
+    lines = ["", f"{'split':<10} {'pairs':>6}  {'ignored':>8}  image sizes (width x height)"]
+    for scan in inspection.splits:
+        total = scan.class_pixels.sum() + scan.ignored_pixels
+        ignored = f"{scan.ignored_pixels / max(total, 1):.1%}"
+        sizes = Counter({f"{w}x{h}": n for (w, h), n in scan.image_sizes.items()})
+        lines.append(f"{scan.name:<10} {scan.pairs:>6}  {ignored:>8}  {_listed(sizes)}")
+    return lines
+
+
+def _class_table(inspection: Inspection, weights: np.ndarray) -> list[str]:
+    names = inspection.reader.class_names
+    width = max(len(name) for name in [*names, "ignored"]) + 4
+    header = f"{'class':<{width}}" + "".join(f"{scan.name:>16}" for scan in inspection.splits)
+    lines = ["", "pixels per class (share of labelled pixels)", header + f"{'weight':>9}"]
+    for label, name in enumerate(names):
+        row = f"{label:>2} {name:<{width - 3}}"
+        for scan in inspection.splits:
+            pixels = scan.class_pixels[label]
+            share = pixels / max(scan.class_pixels.sum(), 1)
+            row += f"{_amount(pixels):>9} {share:>6.1%}" if pixels else f"{'absent':>16}"
+        lines.append(row + f"{weights[label]:>9.4f}")
+    ignored = "".join(f"{_amount(scan.ignored_pixels):>9}       " for scan in inspection.splits)
+    return [*lines, f"{'   ignored':<{width}}{ignored}".rstrip()]
+
+
+def format_report(inspection: Inspection, train_split: str, chart: Path | None) -> str:
+    """The whole account as text, ending with the verdict."""
+    scan = training_scan(inspection, train_split)
+    weights = median_frequency_weights(scan.class_pixels, scan.presence_pixels)
+    reason, terms = suggest_loss(scan.class_pixels)
+    snippet = {"terms": terms, "class_weights": [round(float(w), 4) for w in weights]}
+    lines = [*_header(inspection), *_split_table(inspection), *_class_table(inspection, weights)]
+    lines += [
+        "",
+        f"weights  median frequency balancing over '{scan.name}' (as SegNet): weight_c = "
+        "median(freq) / freq_c,",
+        "         freq_c = pixels of class c / pixels of the images that contain c",
+        f"loss     {reason}; in a config:",
+        f"         loss: {json.dumps(snippet)}",
+    ]
+    findings = inspection.findings
+    lines += ["", "findings" if findings else "findings: none"]
+    lines += [f"  {finding.severity:<8} {finding.message}" for finding in findings]
+    errors, warnings = len(inspection.errors), len(findings) - len(inspection.errors)
+    verdict = (
+        f"NOT READY: {errors} errors would make training fail or learn nothing"
+        if errors
+        else "ready to train"
+    )
+    lines += ["", f"verdict  {verdict} ({warnings} warnings)"]
+    return "\n".join(lines + ([f"chart    {chart}"] if chart else []))
+
+
+def plot_class_pixels(inspection: Inspection, path: Path) -> None:
+    """One panel per split: each class's share of labelled pixels, in the class's colour."""
+    names = inspection.reader.class_names
+    colours = inspection.reader.palette[: len(names)] / 255
+    panels = len(inspection.splits)
+    height = 1.2 + 0.28 * len(names)
+    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels + 1.5, height), squeeze=False)
+    for axis, scan in zip(axes[0], inspection.splits, strict=True):
+        shares = 100 * scan.class_pixels / max(scan.class_pixels.sum(), 1)
+        rows = np.arange(len(names))
+        axis.barh(rows, shares, color=colours, edgecolor="black", linewidth=0.6)
+        for row, share in zip(rows, shares, strict=True):
+            axis.text(share, row, f" {share:.1f}%", va="center", fontsize=8)
+        axis.set_yticks(rows, names if axis is axes[0][0] else [""] * len(names))
+        axis.invert_yaxis()
+        axis.set(title=f"{scan.name} ({scan.pairs} images)", xlabel="% of labelled pixels")
+        axis.set_xlim(0, max(shares.max(), 1) * 1.25)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def inspection_dict(inspection: Inspection, train_split: str) -> dict[str, Any]:
+    """Everything of the report as plain data, for inspect.json."""
+    scan = training_scan(inspection, train_split)
+    reader = inspection.reader
+    return {
+        "root": str(inspection.root),
+        "layout": inspection.layout.name,
+        "mask_encoding": reader.format.codec.description,
+        "class_names": reader.class_names,
+        "colors": reader.palette[: len(reader.class_names)].tolist(),
+        "ignored_values": reader.format.ignored,
+        "class_weights": median_frequency_weights(scan.class_pixels, scan.presence_pixels).tolist(),
+        "splits": {
+            s.name: {
+                "pairs": s.pairs,
+                "image_sizes": {f"{w}x{h}": n for (w, h), n in s.image_sizes.items()},
+                "class_pixels": s.class_pixels.tolist(),
+                "ignored_pixels": s.ignored_pixels,
+            }
+            for s in inspection.splits
+        },
+        "findings": [vars(finding) for finding in inspection.findings],
+    }
