@@ -3,11 +3,12 @@
 Class weights are SegNet's median frequency balancing (Eigen and Fergus 2015; Badrinarayanan et
 al. 2017), from the training split:
 
-    freq_c   = pixels of class c / pixels of the training images that contain c
+    freq_c   = pixels of class c / labelled pixels of the training images that contain c
     weight_c = median over classes of freq / freq_c
 
-so a class as frequent as the median weighs 1 and rarer classes more. A class absent from
-training gets weight 0: there is nothing to weigh. The chart shows each class's share of the
+so a class as frequent as the median weighs 1 and rarer classes more (ignored pixels count for
+nothing). A class absent from training gets weight 1, as `loss.class_weights: median_frequency`
+gives it: there is nothing to weigh. The chart shows each class's share of the
 labelled pixels per split, in the dataset's own class colours.
 """
 
@@ -31,28 +32,33 @@ from fcnseg.losses import LOSSES
 def median_frequency_weights(class_pixels: np.ndarray, presence_pixels: np.ndarray) -> np.ndarray:
     """weight_c = median(freq) / freq_c with freq_c = pixels of c / pixels of images with c."""
     present = class_pixels > 0
-    weights = np.zeros(len(class_pixels))
+    weights = np.ones(len(class_pixels))
     if present.any():
         frequency = class_pixels[present] / presence_pixels[present]
         weights[present] = np.median(frequency) / frequency
     return weights
 
 
-def suggest_loss(class_pixels: np.ndarray) -> tuple[str, list[dict[str, Any]]]:
-    """A loss to start from, in words and as config terms, from the training class balance."""
+def suggest_loss(class_pixels: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """A loss to start from, in words and as a config's `loss` section, from the class balance."""
     share = class_pixels / max(class_pixels.sum(), 1)
     present = share[share > 0]
     spread = float(present.max() / present.min()) if len(present) else 1.0
-    cross_entropy = {"name": "cross_entropy"}
-    dice = [{"name": "dice", "weight": 1.0}] if "dice" in LOSSES else []
-    with_dice = ", plus Dice for the small classes" if dice else ""
     if len(class_pixels) == 2 and share.min() < 0.1:
         reason = f"binary with a rare class ({share.min():.1%} of the pixels)"
     elif len(class_pixels) > 2 and spread > 10:
         reason = f"class pixels differ {spread:.0f}-fold"
     else:
-        return f"classes within {spread:.0f}-fold: plain cross-entropy", [cross_entropy]
-    return f"{reason}: cross-entropy with the class weights{with_dice}", [cross_entropy, *dice]
+        return f"classes within {spread:.0f}-fold: plain cross-entropy", {
+            "terms": [{"name": "cross_entropy"}]
+        }
+    terms: list[dict[str, Any]] = [{"name": "cross_entropy"}]
+    if "dice" in LOSSES:
+        terms.append({"name": "dice", "weight": 1.0})
+        reason += ": weighted cross-entropy plus Dice for the small classes"
+    else:
+        reason += ": cross-entropy with the weights above"
+    return reason, {"terms": terms, "class_weights": "median_frequency"}
 
 
 def training_scan(inspection: Inspection, train_split: str) -> SplitScan:
@@ -124,16 +130,15 @@ def format_report(inspection: Inspection, train_split: str, chart: Path | None) 
     """The whole account as text, ending with the verdict."""
     scan = training_scan(inspection, train_split)
     weights = median_frequency_weights(scan.class_pixels, scan.presence_pixels)
-    reason, terms = suggest_loss(scan.class_pixels)
-    snippet = {"terms": terms, "class_weights": [round(float(w), 4) for w in weights]}
+    reason, loss = suggest_loss(scan.class_pixels)
     lines = [*_header(inspection), *_split_table(inspection), *_class_table(inspection, weights)]
     lines += [
         "",
         f"weights  median frequency balancing over '{scan.name}' (as SegNet): weight_c = "
         "median(freq) / freq_c,",
-        "         freq_c = pixels of class c / pixels of the images that contain c",
-        f"loss     {reason}; in a config:",
-        f"         loss: {json.dumps(snippet)}",
+        "         freq_c = pixels of class c / labelled pixels of the images that contain c",
+        f"loss     {reason}",
+        f"         loss: {json.dumps(loss)}",
     ]
     findings = inspection.findings
     lines += ["", "findings" if findings else "findings: none"]

@@ -24,6 +24,7 @@ import numpy as np
 from fcnseg.config import DataConfig
 from fcnseg.data.classes import ClassTable, find_class_table
 from fcnseg.data.encodings import ColourCodec, IndexCodec, detect_codec, read_stored_mask
+from fcnseg.data.layouts import resolve_layout
 from fcnseg.errors import FcnsegError
 from fcnseg.visualize import PALETTE
 
@@ -96,7 +97,7 @@ def build_label_map(mask_format: MaskFormat, num_classes: int, ignore_index: int
     if table is None:
         kept = [value for value in range(num_classes + len(ignored)) if value not in ignored]
         return LabelMap(kept[:num_classes], mask_format.ignored, ignore_index)
-    kept = [entry.value for entry in table.entries if entry.value not in ignored]
+    kept = _kept(table, ignored)
     if len(kept) != num_classes:
         dropped = len(table.entries) - len(kept)
         raise FcnsegError(
@@ -128,7 +129,9 @@ class LabelReader:
         self.class_names = names or [
             rows[value].name if value in rows else f"class {value}" for value in label_map.kept
         ]
-        self.palette = _palette(mask_format, label_map, rows)
+        self.palette = class_palette(
+            table, label_map.kept, label_map.ignore_index, mask_format.codec.colours
+        )
 
     def read(self, path: Path) -> np.ndarray:
         """Training labels of one mask, or an error naming the file, the values and the count."""
@@ -180,14 +183,40 @@ def unknown_labels_message(
     )
 
 
-def _palette(mask_format: MaskFormat, label_map: LabelMap, rows: dict) -> np.ndarray:
-    """(256, 3) colours by training label: the table's, else the masks' palette, else fcnseg's."""
+def class_palette(
+    table: ClassTable | None,
+    kept: list[int],
+    ignore_index: int,
+    mask_colours: np.ndarray | None = None,
+) -> np.ndarray:
+    """(256, 3) colours by training label: the table's, else the masks' own palette, else
+    fcnseg's fixed palette; the ignore label is black."""
+    colours = {e.value: e.colour for e in table.entries if e.colour} if table else {}
+    if not colours and mask_colours is not None:
+        colours = {value: mask_colours[value] for value in kept if value < len(mask_colours)}
     palette = PALETTE.copy()
-    source = mask_format.codec.colours
-    for label, value in enumerate(label_map.kept[:255]):
-        if value in rows and rows[value].colour is not None:
-            palette[label] = rows[value].colour
-        elif mask_format.table is None and source is not None and value < len(source):
-            palette[label] = source[value]
-    palette[label_map.ignore_index % 256] = (0, 0, 0)
+    for label, value in enumerate(kept[:255]):
+        if value in colours:
+            palette[label] = colours[value]
+    palette[ignore_index % 256] = (0, 0, 0)
     return palette
+
+
+def palette_for(config: DataConfig) -> np.ndarray:
+    """Class colours from the config's class table alone, reading no mask: for `predict`, whose
+    dataset may be long gone. fcnseg's fixed palette when there is no table."""
+    root = Path(config.root) if config.kind == "folder" and config.root else None
+    try:
+        layout = resolve_layout(root, config.layout).name if root and root.is_dir() else ""
+        table = find_class_table(config, root or Path("."), layout)
+    except FcnsegError:
+        return PALETTE
+    if table is None:
+        return PALETTE
+    ignored = config.ignore_labels if config.ignore_labels is not None else table.void_values()
+    return class_palette(table, _kept(table, {*ignored, config.ignore_index}), config.ignore_index)
+
+
+def _kept(table: ClassTable, ignored: set[int]) -> list[int]:
+    """The table's raw labels that are classes to learn, in order."""
+    return [entry.value for entry in table.entries if entry.value not in ignored]

@@ -44,7 +44,6 @@ class MaskCounts:
     path: Path
     values: np.ndarray  # the raw labels present
     counts: np.ndarray  # pixels of each
-    pixels: int  # all pixels of the mask
 
 
 @dataclass
@@ -109,7 +108,7 @@ def _scan_pair(scan: SplitScan, image_path: Path, mask_path: Path, config: DataC
         raw = raw[~undecoded]
     counts = np.bincount(raw.ravel())
     values = np.flatnonzero(counts)
-    scan.masks.append(MaskCounts(mask_path, values, counts[values], width * height))
+    scan.masks.append(MaskCounts(mask_path, values, counts[values]))
 
 
 def _scan_wide_image(scan: SplitScan, path: Path, config: DataConfig) -> None:
@@ -141,6 +140,6 @@ def count_classes(scan: SplitScan, label_map: LabelMap) -> None:
         scan.class_pixels += per_class.astype(np.int64)
         scan.ignored_pixels += int(mask.counts[labels == label_map.ignore_index].sum())
         present = per_class > 0
-        scan.presence_pixels += present * mask.pixels
+        scan.presence_pixels += present * int(per_class.sum())  # labelled pixels only
         if present.sum() == 1:
             scan.one_class.append((mask.path, int(np.flatnonzero(present)[0])))

@@ -1,6 +1,6 @@
 """Generated shapes: the zero-download default dataset.
 
-Each image is a noisy background of one random colour with a gentle gradient, over which 2-6
+Each image is a noisy background of one random colour with a gentle gradient, over which 1-4
 shapes (circles, rotated rectangles, triangles) of random colours are painted in turn, later
 ones covering earlier ones. The mask records exactly which shape is visible at each pixel, so
 labels are exact. Colours are random, so the classes differ by geometry, not colour: the model
@@ -32,7 +32,7 @@ def generate_sample(
     tilt = rng.uniform(-40, 40, size=(2, 3)) / max(height, width)
     image = background + y[..., None] * tilt[0] + x[..., None] * tilt[1]  # (H, W, 3)
     mask = np.zeros((height, width), dtype=np.uint8)
-    for _ in range(rng.integers(2, 7)):
+    for _ in range(rng.integers(1, 5)):
         label = int(rng.integers(1, len(CLASS_NAMES)))
         inside = DRAW[label](rng, y, x, min(height, width))
         image[inside] = _distinct_colour(rng, background)
@@ -49,15 +49,21 @@ def _distinct_colour(rng: np.random.Generator, background: np.ndarray) -> np.nda
             return colour
 
 
+def _centre(rng: np.random.Generator, y: np.ndarray) -> tuple[float, float]:
+    """A centre away from the border, so that most of each shape is in view."""
+    height, width = y.shape
+    return rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
+
+
 def _circle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
-    cy, cx = rng.uniform(0, y.shape[0]), rng.uniform(0, y.shape[1])
-    radius = rng.uniform(0.08, 0.22) * extent
+    cy, cx = _centre(rng, y)
+    radius = rng.uniform(0.1, 0.22) * extent
     return (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
 
 
 def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
-    cy, cx = rng.uniform(0, y.shape[0]), rng.uniform(0, y.shape[1])
-    half_h, half_w = rng.uniform(0.07, 0.2, size=2) * extent
+    cy, cx = _centre(rng, y)
+    half_h, half_w = rng.uniform(0.08, 0.2, size=2) * extent
     angle = rng.uniform(0, np.pi)
     cos, sin = np.cos(angle), np.sin(angle)
     u = (x - cx) * cos + (y - cy) * sin  # coordinates along the rectangle's own axes
@@ -66,8 +72,8 @@ def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: i
 
 
 def _triangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
-    cy, cx = rng.uniform(0, y.shape[0]), rng.uniform(0, y.shape[1])
-    radius = rng.uniform(0.12, 0.28) * extent
+    cy, cx = _centre(rng, y)
+    radius = rng.uniform(0.15, 0.3) * extent
     # Vertices about 120 degrees apart, jittered: every triangle is clearly a triangle.
     angles = rng.uniform(0, 2 * np.pi) + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)
     vy, vx = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
