@@ -4,6 +4,7 @@
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR]
+    fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR]
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR
     fcnseg models
 
@@ -64,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", metavar="IMAGE_OR_DIR")
     _add_out(predict, "output folder (required; must not hold the inputs)")
 
+    inspect = commands.add_parser(
+        "inspect", help="the label doctor: what a dataset holds and what would spoil training"
+    )
+    inspect.add_argument("data_dir", nargs="?", help="dataset folder (default: --config's root)")
+    inspect.add_argument("--config", help="YAML file or recipe whose data section applies")
+    inspect.add_argument(
+        "--out", help="folder for class_pixels.png and inspect.json (default runs/inspect-NAME)"
+    )
+    _add_set(inspect)
+
     commands.add_parser("models", help="list the registered models and their options")
     return parser
 
@@ -116,6 +127,14 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from fcnseg import commands
+
+    report, ready = commands.inspect(args.data_dir, args.config, args.overrides, args.out)
+    print(report)
+    return 0 if ready else 1  # non-zero: training would fail or learn nothing
+
+
 def _models(args: argparse.Namespace) -> int:
     from fcnseg.models import list_models, model_options
 
@@ -130,6 +149,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "evaluate": _evaluate,
     "predict": _predict,
+    "inspect": _inspect,
     "models": _models,
 }
 

@@ -3,11 +3,13 @@
 train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
 demo(out)          generate shapes on disk, then train with the packaged demo recipe
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json + report.md
+inspect(data)      the label doctor's account of a dataset (fcnseg.data.inspect)
 predict(ckpt)      images -> palette index masks + colour overlays
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 from importlib import resources
@@ -20,7 +22,10 @@ from PIL import Image
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import Config, build_config, from_dict, load_config, save_config
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
-from fcnseg.data.folder import IMAGE_SUFFIXES, FolderDataset, read_image
+from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
+from fcnseg.data.inspect import check_before_training, inspect_data
+from fcnseg.data.inspect_report import format_report, inspection_dict, plot_class_pixels
+from fcnseg.data.labels import palette_for
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
 from fcnseg.losses import build_loss
@@ -31,7 +36,7 @@ from fcnseg.report import evaluate as evaluate_split
 from fcnseg.report import sample_predictions, write_run_report
 from fcnseg.rundir import prepare_run_dir
 from fcnseg.trainer import Trainer
-from fcnseg.visualize import PALETTE, overlay
+from fcnseg.visualize import overlay
 
 
 def recipe_names() -> list[str]:
@@ -78,13 +83,12 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
     class_names = _class_names(config, train_set.source.class_names)
-    for dataset in (train_set, val_set):
-        if isinstance(dataset.source, FolderDataset):
-            dataset.source.check_labels()  # every mask, before the first step
+    if data.kind == "folder":
+        check_before_training(data)  # the label doctor reads every mask before the first step
     model_spec = {
         "name": config.model.name,
         "num_classes": data.num_classes,
-        "in_channels": 1 if data.image_mode == "L" else 3,
+        "in_channels": image_channels(data.image_mode, data.image_alpha),
         "options": dict(config.model.options),
     }
     model = _build(model_spec)
@@ -123,6 +127,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
         trainer.state.history,
         title=f"fcnseg run: {config.name}",
         summary=summary,
+        palette=val_set.palette,
     )
 
 
@@ -200,7 +205,28 @@ def evaluate(
         sample_predictions(predictor, dataset),
         title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
         summary={"images": len(dataset)},
+        palette=dataset.palette,
     )
+
+
+def inspect(
+    data_dir: str | None, config_path: str | None, overrides: list[str], out: str | None
+) -> tuple[str, bool]:
+    """The label doctor on a dataset folder (or a config's data.root): report text, and whether
+    training could start. Writes class_pixels.png and inspect.json to `out`."""
+    config = load_config(resolve_config(config_path) if config_path else None, overrides)
+    data = config.data if data_dir is None else replace(config.data, kind="folder", root=data_dir)
+    if data.kind != "folder" or data.root is None:
+        raise FcnsegError("fcnseg inspect needs a DATA_DIR, or a --config whose data.root is set.")
+    # Without a config, the class count comes from the class table or the masks themselves.
+    infer = config_path is None and not any(o.startswith("data.num_classes=") for o in overrides)
+    inspection = inspect_data(data, infer_classes=infer)
+    out_dir = prepare_run_dir(out or f"runs/inspect-{Path(data.root).resolve().name}", True)
+    plot_class_pixels(inspection, out_dir / "class_pixels.png")
+    summary = inspection_dict(inspection, data.train_split)
+    (out_dir / "inspect.json").write_text(json.dumps(summary, indent=1))
+    report = format_report(inspection, data.train_split, out_dir / "class_pixels.png")
+    return report, not inspection.errors
 
 
 def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> list[str]:
@@ -217,12 +243,19 @@ def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> lis
             "Choose a separate output folder."
         )
     prepare_run_dir(out_dir, overwrite)
-    palette = PALETTE.flatten().tolist()
-    mode = config.data.image_mode
+    colours = palette_for(config.data)  # the training data's class colours, when it had them
+    palette = colours.flatten().tolist()
+    data = config.data
     failures = []
     for image_path in images:
         try:
-            image = read_image(image_path, mode)
+            image = read_image(
+                image_path,
+                data.image_mode,
+                data.image_alpha,
+                data.image_bit_depth,
+                data.image_scaling,
+            )
         except FcnsegError as error:
             failures.append(str(error))
             continue
@@ -230,7 +263,8 @@ def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> lis
         indexed = Image.fromarray(labels, mode="P")
         indexed.putpalette(palette)
         indexed.save(out_dir / f"{image_path.stem}.png")
-        Image.fromarray(overlay(image, labels)).save(out_dir / f"{image_path.stem}_overlay.png")
+        picture = overlay(image, labels, colours)
+        Image.fromarray(picture).save(out_dir / f"{image_path.stem}_overlay.png")
     return failures
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.metrics import ConfusionMatrix, Scores
 from fcnseg.predict import Predictor
-from fcnseg.visualize import plot_curves, plot_samples
+from fcnseg.visualize import PALETTE, plot_curves, plot_samples
 
 
 def evaluate(
@@ -67,8 +67,12 @@ def write_run_report(
     history: list[dict[str, Any]] | None = None,
     title: str = "fcnseg run",
     summary: dict[str, Any] | None = None,
+    palette: np.ndarray = PALETTE,
 ) -> Path:
-    """Write metrics.json, the pictures and report.md into run_dir; return the report's path."""
+    """Write metrics.json, the pictures and report.md into run_dir; return the report's path.
+
+    `palette` colours the classes in pictures: the dataset's own colours when it has them.
+    """
     run_dir = Path(run_dir)
     metrics = write_metrics(scores, class_names, run_dir / "metrics.json")
     lines = [f"# {title}", ""]
@@ -86,7 +90,7 @@ def write_run_report(
         plot_curves(history, run_dir / "curves.png")
         lines += ["", "## Training curves", "", "![training curves](curves.png)"]
     if samples:
-        plot_samples(samples, class_names, run_dir / "samples.png")
+        plot_samples(samples, class_names, run_dir / "samples.png", palette)
         lines += ["", "## Predictions (image | truth | prediction)", "", "![samples](samples.png)"]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
