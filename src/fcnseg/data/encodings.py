@@ -204,8 +204,8 @@ def detect_codec(
 
 def _guess(samples: list[StoredMask], table: ClassTable | None, num_classes: int | None) -> str:
     """Palette files are palette masks; colour files rgb (or index when R = G = B and no table
-    colour matches); one channel holding only 0 and 255 is binary when two classes are declared
-    (or none is, as for `fcnseg inspect`), else index."""
+    colour matches); one channel of (almost) only 0 and 255 is binary when two classes are
+    declared (or none is, as for `fcnseg inspect`), else index."""
     first = samples[0]
     if first.mode in ("P", "PA"):
         return "palette"
@@ -213,8 +213,11 @@ def _guess(samples: list[StoredMask], table: ClassTable | None, num_classes: int
         grey = all((mask.array == mask.array[..., :1]).all() for mask in samples)
         has_colours = table is not None and table.has_colours
         return "index" if grey and not (has_colours and _colours_match(samples, table)) else "rgb"
-    values = set(np.unique(np.concatenate([mask.array.ravel() for mask in samples])).tolist())
-    if values <= {0, 255} and (num_classes == 2 or (num_classes is None and 255 in values)):
+    pixels = np.concatenate([mask.array.ravel() for mask in samples])
+    values = set(np.unique(pixels).tolist())
+    # Black and white with a few greys is a binary mask with anti-aliased edges (to report).
+    black_and_white = np.mean((pixels == 0) | (pixels == 255)) > 0.95 and 1 not in values
+    if black_and_white and (num_classes == 2 or (num_classes is None and 255 in values)):
         return "binary"
     return "index"
 

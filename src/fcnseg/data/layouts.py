@@ -153,10 +153,8 @@ def find_pairs(root: Path, split: str, layout: Layout) -> list[tuple[Path, Path]
     list_file = layout.list_file(root, split)
     names = sorted(images) if list_file is None else _split_names(list_file, split)
     if not names:
-        raise FcnsegError(
-            f"{list_file or image_dir} names no images; accepted suffixes: "
-            f"{', '.join(IMAGE_SUFFIXES)}."
-        )
+        where = f"{list_file} names" if list_file else f"{image_dir} holds"
+        raise FcnsegError(f"{where} no images; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}.")
     for kind, found, folder in (("image", images, image_dir), ("mask", masks, mask_dir)):
         missing = [name for name in names if name not in found]
         if missing:
