@@ -64,8 +64,8 @@ class VGG16(nn.Module):
         features = {}
         stride = 1
         for stage in self.stages:
-            x = F.max_pool2d(stage(x), kernel_size=2)  # (N, C_s, H/2s, W/2s)
             stride *= 2
+            x = F.max_pool2d(stage(x), kernel_size=2)  # (N, C_s, H/s, W/s)
             features[stride] = x
         if self.fully_convolutional:
             x = self.dropout(F.relu(self.fc6(x), inplace=True))  # (N, 4096, H/32, W/32)
@@ -130,13 +130,15 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + identity, inplace=True)
+        out += identity  # in place: one (N, C, H, W) allocation fewer per block
+        return F.relu(out, inplace=True)
 
 
 class Bottleneck(nn.Module):
     """ResNet-50/101's block: 1x1 reduce, 3x3 (strided, as in torchvision's "v1.5"), 1x1 expand.
 
-    Its one 3x3 is the strided one, so it takes `entry_dilation` (see BasicBlock).
+    Its one 3x3 is the strided one, so it takes `entry_dilation` (see BasicBlock); `dilation`
+    is accepted for the common signature and has nothing to apply to.
     """
 
     expansion = 4
@@ -153,14 +155,14 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, out_channels, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.downsample = shortcut(in_channels, out_channels, stride)
-        del dilation  # no 3x3 after the strided one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity, inplace=True)
+        out += identity
+        return F.relu(out, inplace=True)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int) -> nn.Conv2d:
