@@ -52,9 +52,9 @@ def test_findings_name_absent_classes_and_one_class_masks(tmp_path: Path):
     config = DataConfig(kind="folder", root=str(small_dataset(tmp_path)), num_classes=3)
     messages = [f.message for f in inspect_data(config).findings]
     assert not inspect_data(config).errors
-    assert any("val: 2 classes never occur (class 1, class 2)" in m for m in messages)
+    assert any("val: 2 classes never occur (class 1, class 2): their IoU" in m for m in messages)
     assert any(
-        "val: 1 masks hold a single class" in m and "c.png is all class 0" in m for m in messages
+        "val: 1 mask of a single class" in m and "c.png is all class 0" in m for m in messages
     )
 
 

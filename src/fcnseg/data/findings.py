@@ -17,6 +17,11 @@ from fcnseg.data.labels import LabelReader
 from fcnseg.data.scan import PROBLEMS, SplitScan
 
 
+def counted(count: int, noun: str) -> str:
+    """3 masks, 1 mask, 2 classes."""
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("s") else "s")
+
+
 @dataclass(frozen=True)
 class Finding:
     severity: str  # "error": training would fail or learn nothing; "warning": worth a look
@@ -77,7 +82,7 @@ def _split_findings(scans: list[SplitScan], config: DataConfig, names: list[str]
             findings.append(
                 Finding(
                     "warning",
-                    f"{scan.name}: {len(scan.unpaired)} masks have no image and are unused, "
+                    f"{scan.name}: {counted(len(scan.unpaired), 'mask')} without an image, unused, "
                     f"e.g. {scan.unpaired[0]}.",
                 )
             )
@@ -133,21 +138,13 @@ def _class_findings(scan: SplitScan, config: DataConfig, names: list[str]) -> li
         )
     absent = [names[c] for c in np.flatnonzero(scan.class_pixels == 0)]
     if absent and len(learned):
-        effect = "the model never sees it" if training else "its IoU cannot be measured there"
-        findings.append(
-            Finding(
-                "warning",
-                f"{scan.name}: {len(absent)} classes never occur ({', '.join(absent[:8])}): "
-                f"{effect}.",
-            )
-        )
+        effect = "the model never learns them" if training else "their IoU cannot be measured"
+        listed = ", ".join(absent[:8])
+        message = f"{scan.name}: {counted(len(absent), 'class')} never occur ({listed}): {effect}."
+        findings.append(Finding("warning", message))
     if scan.one_class:
         path, label = scan.one_class[0]
-        findings.append(
-            Finding(
-                "warning",
-                f"{scan.name}: {len(scan.one_class)} masks hold a single class, e.g. {path} "
-                f"is all {names[label]}.",
-            )
-        )
+        masks = counted(len(scan.one_class), "mask")
+        message = f"{scan.name}: {masks} of a single class, e.g. {path} is all {names[label]}."
+        findings.append(Finding("warning", message))
     return findings

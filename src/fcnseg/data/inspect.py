@@ -56,8 +56,9 @@ def inspect_data(
     for split in names:
         try:
             scans.append(scan_split(root, layout, split, config, infer_classes))
-        except FcnsegError as error:
-            findings.append(Finding("error", f"split '{split}': {error}"))
+        except FcnsegError as error:  # fatal only for a split that training reads
+            needed = split in (config.train_split, config.val_split)
+            findings.append(Finding("error" if needed else "warning", f"split '{split}': {error}"))
     if not scans:
         raise FcnsegError(findings[0].message if findings else f"{root} holds no split to read.")
     mask_format = scans[0].format

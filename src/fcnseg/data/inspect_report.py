@@ -25,6 +25,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fcnseg.data.findings import counted
 from fcnseg.data.inspect import Inspection, SplitScan
 from fcnseg.losses import LOSSES
 
@@ -90,12 +91,13 @@ def _header(inspection: Inspection) -> list[str]:
         ignored = ", ".join(f"{v} {names.get(v, '')}".strip() for v in reader.format.ignored)
         classes += f"; ignored: {ignored} (by {reader.format.ignored_by})"
     kinds = sum((scan.image_kinds for scan in inspection.splits), Counter())
+    mask_files = sum((scan.mask_kinds for scan in inspection.splits), Counter())
     masks = sum(len(scan.masks) for scan in inspection.splits)
     return [
         f"dataset  {inspection.root}  ({masks} masks read in {inspection.seconds:.1f} s)",
         f"layout   {inspection.layout.name}: {inspection.layout.description}",
         f"classes  {classes}",
-        f"masks    {reader.format.codec.description}",
+        f"masks    {reader.format.codec.description}; files by mode: {_listed(mask_files)}",
         f"images   {_listed(kinds)}",
     ]
 
@@ -145,11 +147,11 @@ def format_report(inspection: Inspection, train_split: str, chart: Path | None) 
     lines += [f"  {finding.severity:<8} {finding.message}" for finding in findings]
     errors, warnings = len(inspection.errors), len(findings) - len(inspection.errors)
     verdict = (
-        f"NOT READY: {errors} errors would make training fail or learn nothing"
+        f"NOT READY: {counted(errors, 'error')} would make training fail or learn nothing"
         if errors
         else "ready to train"
     )
-    lines += ["", f"verdict  {verdict} ({warnings} warnings)"]
+    lines += ["", f"verdict  {verdict} ({counted(warnings, 'warning')})"]
     return "\n".join(lines + ([f"chart    {chart}"] if chart else []))
 
 

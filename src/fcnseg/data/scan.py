@@ -31,7 +31,7 @@ from fcnseg.data.layouts import Layout, find_pairs, unpaired_masks
 from fcnseg.errors import FcnsegError
 
 PROBLEMS = {  # kind of per-file problem -> how a finding names it
-    "unreadable": "files cannot be read",
+    "unusable": "files cannot be read or decoded",
     "size": "masks differ in size from their images",
     "undecodable": "masks have pixels their encoding cannot decode",
     "labels": "masks have labels in no class",
@@ -55,6 +55,7 @@ class SplitScan:
     pairs: int = 0
     image_sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
     image_kinds: Counter = field(default_factory=Counter)  # "RGB 8-bit" -> images
+    mask_kinds: Counter = field(default_factory=Counter)  # "L 8-bit" -> masks
     widest_value: float = 0.0  # the largest stored value of the split's 16-bit images
     masks: list[MaskCounts] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -77,7 +78,7 @@ def scan_split(
         try:
             _scan_pair(scan, image_path, mask_path, config)
         except FcnsegError as error:
-            scan.problems["unreadable"].append(str(error))
+            scan.problems["unusable"].append(str(error))
     scan.unpaired = unpaired_masks(root, split, layout)
     return scan
 
@@ -94,6 +95,7 @@ def _scan_pair(scan: SplitScan, image_path: Path, mask_path: Path, config: DataC
     if wide:
         _scan_wide_image(scan, image_path, config)
     stored = read_stored_mask(mask_path)
+    scan.mask_kinds[stored.mode] += 1
     height, width = stored.array.shape[:2]
     if (width, height) != size:
         scan.problems["size"].append(
