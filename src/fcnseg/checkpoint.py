@@ -7,11 +7,20 @@ A checkpoint is a dict of tensors and plain Python values:
     state_dict             the model's weights
     config                 the resolved run config (a plain dict)
     class_names            for reports and pictures
-    optimizer, epoch, step, best_miou, elapsed_seconds, rng    (training state, for resume)
+    optimizer              the optimizer's state (momentum, Adam moments)
+    scaler                 the fp16 loss scale and its growth tracker ({} in fp32 and bf16)
+    rng                    Python, NumPy, torch (and CUDA) generator states
+    epoch, step, elapsed_seconds, best_miou, best_epoch, history     training progress
 
-Saving writes a temporary file in the same folder and renames it over the old one, so a crash
-mid-write leaves the previous checkpoint intact. Loading uses `weights_only=True`, which refuses
-to unpickle anything but tensors and plain containers.
+There is no scheduler state: the learning rate is a pure function of training progress, which
+is computed from `step` and `elapsed_seconds` (see optim.py), so those two restore it exactly.
+
+Saving writes `.<name>.partial` in the same folder, flushes it to disk, and renames it over the
+old file: a rename within one file system is atomic, so a process killed at any moment leaves
+either the previous checkpoint or the new one, never a torn file (tested with SIGKILL). The
+next save overwrites a partial file left by a killed writer; one process writes a run folder.
+Loading uses `weights_only=True`, which refuses to unpickle anything but tensors and plain
+containers, so a checkpoint from elsewhere cannot run code.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,14 +43,43 @@ VERSION = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` atomically (temporary file + fsync + rename)."""
+    """Write `state` to `path` atomically (partial file, fsync, rename)."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as handle:
         torch.save({"format": FORMAT, "version": VERSION, **state}, handle)
         handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+        os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
+    os.replace(partial, path)
+    _sync_folder(path.parent)
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Make `target` a copy of checkpoint `source`, atomically, and cheaply where possible.
+
+    A hard link copies no bytes; it stays this version because `save_checkpoint` replaces
+    `source` with a new file rather than rewriting it. Without hard links, the bytes are copied.
+    """
+    source, target = Path(source), Path(target)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
+    _sync_folder(target.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a crash of the machine, not only of the process)."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

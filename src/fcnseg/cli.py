@@ -90,20 +90,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fcnseg import commands
+    from fcnseg import commands, distributed
 
-    if args.resume:
-        config, run_dir = commands.resume_run(args.resume, args.overrides)
-    elif args.config:
-        config, run_dir = commands.start_run(args.config, args.overrides, args.out, args.overwrite)
-    else:
+    if not args.resume and not args.config:
         raise FcnsegError(
             "fcnseg train needs a CONFIG (a YAML file or recipe) or --resume RUN_DIR."
         )
-    report = commands.train(
-        config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
-    )
-    print(f"report: {report}")
+    distributed.start()  # under torchrun: join the other ranks; nothing in a plain process
+    try:
+        if args.resume:
+            config, run_dir = commands.resume_run(args.resume, args.overrides)
+        else:
+            config, run_dir = commands.start_run(
+                args.config, args.overrides, args.out, args.overwrite
+            )
+        report = commands.train(
+            config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
+        )
+        if distributed.is_main():
+            print(f"report: {report}")
+    finally:
+        distributed.stop()
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -19,16 +20,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fcnseg import distributed
 from fcnseg.checkpoint import load_checkpoint
-from fcnseg.config import Config, build_config, from_dict, load_config, save_config
+from fcnseg.config import Config, LossConfig, build_config, from_dict, load_config, save_config
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
+from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
 from fcnseg.data.inspect import check_before_training, inspect_data
 from fcnseg.data.inspect_report import format_report, inspection_dict, plot_class_pixels
 from fcnseg.data.labels import palette_for
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
-from fcnseg.losses import build_loss
+from fcnseg.losses import build_loss, resolve_class_weights
 from fcnseg.models import build_model
 from fcnseg.predict import Predictor
 from fcnseg.registry import suggest
@@ -78,7 +81,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     seed_everything(config.train.seed)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
+    device = distributed.local_device(resolve_device(config.train.device))
     data = config.data
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
@@ -95,9 +98,17 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     trainer = Trainer(
         config,
         model,
-        make_loader(train_set, data.batch_size, True, config.train.seed, data.num_workers),
-        make_loader(val_set, data.batch_size, False, num_workers=data.num_workers),
-        build_loss(config.loss, data.num_classes, data.ignore_index),
+        make_loader(
+            train_set,
+            data.batch_size,
+            True,
+            config.train.seed,
+            data.num_workers,
+            world_size=distributed.world_size(),
+            rank=distributed.rank(),
+        ),
+        distributed.evaluation_loader(val_set, data.batch_size, data.num_workers),
+        build_loss(_loss_config(config, train_set), data.num_classes, data.ignore_index),
         run_dir,
         class_names,
         model_spec,
@@ -107,6 +118,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     if resume:
         trainer.resume(run_dir / "last.pt")
     trainer.fit()
+    if not distributed.is_main():
+        return run_dir / "report.md"  # rank 0 writes it
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["state_dict"])
     predictor = Predictor(model, device)
@@ -131,6 +144,16 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     )
 
 
+def _loss_config(config: Config, train_set: SegmentationDataset) -> LossConfig:
+    """The loss config, with `class_weights: median_frequency` counted on the training masks."""
+
+    def masks() -> Iterator[np.ndarray]:
+        return (train_set.source.load(index)[1] for index in range(len(train_set)))
+
+    data = config.data
+    return resolve_class_weights(config.loss, masks, data.num_classes, data.ignore_index)
+
+
 def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
     names = config.data.class_names or dataset_names
     if len(names) != config.data.num_classes:
@@ -150,10 +173,11 @@ def start_run(
 ) -> tuple[Config, Path]:
     """Load the config, create the run folder (never over an unrelated one), save the config."""
     config = load_config(resolve_config(config_path) if config_path else None, overrides)
-    run_dir = prepare_run_dir(
-        Path(out) if out else Path(config.output_dir) / config.name, overwrite
-    )
-    save_config(config, run_dir / "config.yaml")
+    run_dir = Path(out) if out else Path(config.output_dir) / config.name
+    if distributed.is_main():  # under torchrun, rank 0 makes the folder while the others wait
+        prepare_run_dir(run_dir, overwrite)
+        save_config(config, run_dir / "config.yaml")
+    distributed.barrier()
     return config, run_dir
 
 
@@ -161,7 +185,8 @@ def resume_run(run_dir: str, overrides: list[str]) -> tuple[Config, Path]:
     """The config of an existing run, plus overrides (e.g. more epochs), to continue it."""
     run_path = Path(run_dir)
     config = build_config(load_checkpoint(run_path / "last.pt")["config"], overrides)
-    save_config(config, run_path / "config.yaml")
+    if distributed.is_main():
+        save_config(config, run_path / "config.yaml")
     return config, run_path
 
 
