@@ -242,8 +242,8 @@ def test_tensorboard_gets_scalars_and_overlays(tmp_path: Path):
     trainer = make_trainer(tiny_config("train.epochs=2"), tmp_path)
     trainer.log.writer = writer = FakeWriter()
     trainer.fit()
-    assert [step for step, _ in writer.scalars["train_loss"]] == [2, 4]
-    assert [value for _, value in writer.scalars["val_miou"]] == [
+    assert [step for step, _ in writer.scalars["train/loss"]] == [2, 4]
+    assert [value for _, value in writer.scalars["val/miou"]] == [
         entry["val_miou"] for entry in json.loads((tmp_path / "history.json").read_text())
     ]
     _, image, step = writer.images[-1]

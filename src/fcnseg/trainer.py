@@ -65,6 +65,12 @@ class TrainState:
 
 
 class Trainer:
+    """Trains `model` on `train_loader`, validating on `val_loader` after every epoch.
+
+    `self.model` is the plain model (validated, saved); `self.network` is what trains: the same
+    model, wrapped in DistributedDataParallel when torchrun started several processes.
+    """
+
     def __init__(
         self,
         config: Config,

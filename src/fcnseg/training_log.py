@@ -89,11 +89,18 @@ class TrainingLog:
         if self.writer is not None:
             for key, value in entry.items():
                 if key not in ("epoch", "step"):
-                    self.writer.add_scalar(key, value, entry["step"])
+                    self.writer.add_scalar(scalar_tag(key), value, entry["step"])
             self.writer.add_image(
                 "val_overlays", overlay_strip(samples()), entry["step"], dataformats="HWC"
             )
             self.writer.flush()
+
+
+def scalar_tag(key: str) -> str:
+    """History keys as TensorBoard tags, grouped: val_miou -> val/miou, lr -> train/lr."""
+    if key.startswith(("train_", "val_")):
+        return key.replace("_", "/", 1)
+    return f"train/{key}"
 
 
 def overlay_strip(samples: Samples) -> np.ndarray:
