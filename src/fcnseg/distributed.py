@@ -12,8 +12,10 @@ which averages the gradients during backward, so that every rank holds the same 
     evaluation_loader()   whole batches dealt round-robin, none repeated or padded, so that the
                           summed confusion matrix is exactly the single-process one
 
-`data.batch_size` is per rank: the effective batch is batch_size x world size. Without torchrun
-(WORLD_SIZE unset) every function here reduces to the single-process case.
+`data.batch_size` is per rank: the effective batch is batch_size x world size, and an epoch has
+1/world-size as many steps. Resume with the same number of processes to continue exactly (the
+learning-rate schedule counts steps). Without torchrun (WORLD_SIZE unset) every function here
+reduces to the single-process case.
 """
 
 from __future__ import annotations
