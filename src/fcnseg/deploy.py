@@ -1,0 +1,159 @@
+"""`fcnseg export`: a checkpoint -> a checked ONNX model -> optionally an int8 model, judged.
+
+    fcnseg export CKPT [--out FILE]                      float32, default <ckpt stem>.onnx beside it
+    fcnseg export CKPT --int8 --calibrate DIR            int8, default <ckpt stem>.int8.onnx
+        [--data DIR] [--split val] [--max-drop 1.0] [--force]
+
+Every export is checked against PyTorch on two input sizes (fcnseg.export.check_parity) and
+deleted again if it is off. The int8 model is calibrated on the images of DIR (a folder of
+images, or a dataset root whose training split is used), then both models are run over the
+validation split (--data, else the checkpoint's own dataset): if int8 loses more than
+--max-drop mIoU points it is not written, unless --force.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcnseg.commands import model_from_checkpoint
+from fcnseg.config import Config
+from fcnseg.data import make_dataset
+from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
+from fcnseg.errors import FcnsegError
+from fcnseg.export import OnnxModel, check_parity, export_onnx, fingerprint, onnx_runtime
+from fcnseg.fastpath import default_onnx_path
+from fcnseg.predict import Predictor
+from fcnseg.quantize import DEFAULT_MAX_DROP, judge, quantize_static_int8
+
+CALIBRATION_LIMIT = 64  # images; activation ranges settle long before this
+
+
+def export_checkpoint(
+    checkpoint_path: str,
+    out: str | None = None,
+    int8: bool = False,
+    calibrate: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    max_drop: float = DEFAULT_MAX_DROP,
+    force: bool = False,
+    print_line: Callable[[str], None] = print,
+) -> Path:
+    """Export (and with `int8`, quantize) a checkpoint; returns the file written."""
+    onnx_runtime()  # fail before any work if the export extra is missing
+    if int8 and not calibrate:
+        raise FcnsegError("--int8 needs --calibrate DIR, a folder of images like the inputs.")
+    suffix = ".int8.onnx" if int8 else ".onnx"
+    target = Path(out) if out else default_onnx_path(checkpoint_path).with_suffix(suffix)
+    if target.suffix != ".onnx":
+        raise FcnsegError(f"--out {target} must end in .onnx (it is the exported model).")
+    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, device="cpu")
+    if not int8:
+        _export_checked(predictor, config, checkpoint, target, print_line)
+        print_line(f"wrote {target}")
+        return target
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path = _export_checked(
+            predictor, config, checkpoint, Path(scratch) / "float.onnx", print_line
+        )
+        calibration = calibration_images(Path(calibrate), config, predictor)
+        print_line(f"calibrating on {len(calibration)} images from {calibrate}")
+        quantize_static_int8(float_path, target, calibration)
+        data = _validation_data(config, data_dir, split)
+        validation = [data[index] for index in range(len(data))]
+        result = judge(
+            OnnxModel(float_path),
+            OnnxModel(target),
+            validation,
+            config.data.num_classes,
+            config.data.ignore_index,
+            max_drop,
+        )
+    print_line(f"int8 on {len(validation)} validation images: {result.describe()}")
+    if not result.kept and not force:
+        target.unlink()
+        raise FcnsegError(
+            f"the int8 model loses {result.drop_points:.2f} mIoU points, more than --max-drop "
+            f"{max_drop}; it was not written. Calibrate on more representative images, or "
+            "pass --force to keep it anyway."
+        )
+    print_line(f"wrote {target}")
+    return target
+
+
+def _export_checked(
+    predictor: Predictor,
+    config: Config,
+    checkpoint: dict[str, Any],
+    path: Path,
+    print_line: Callable[[str], None],
+) -> Path:
+    """Export the float model with its metadata, then compare it with PyTorch or delete it."""
+    model, spec = predictor.model, checkpoint["model"]
+    metadata = {
+        "fingerprint": fingerprint(checkpoint["state_dict"]),
+        "model": spec,
+        "in_channels": spec["in_channels"],
+        "num_classes": spec["num_classes"],
+        "class_names": checkpoint["class_names"],
+        "mean": list(config.data.mean),
+        "std": list(config.data.std),
+        "image_mode": config.data.image_mode,
+        "image_alpha": config.data.image_alpha,
+        "bytes_per_pixel": predictor.bytes_per_pixel(),
+        "precision": "fp32",
+    }
+    export_onnx(model, path, spec["in_channels"], metadata)
+    try:
+        parity = check_parity(model, OnnxModel(path), spec["in_channels"])
+    except Exception as error:  # onnxruntime's own error types: the graph cannot run
+        path.unlink()
+        raise FcnsegError(
+            f"the exported model fails to run in onnxruntime ({str(error).splitlines()[0]}); "
+            "nothing was written. Please report this with the model's name and options."
+        ) from None
+    print_line(f"ONNX vs PyTorch on two input sizes: {parity.describe()}")
+    if not parity.passed:
+        path.unlink()
+        raise FcnsegError(
+            f"the exported model disagrees with PyTorch ({parity.describe()}); nothing was "
+            "written. Please report this with the model's name and options."
+        )
+    return path
+
+
+def calibration_images(folder: Path, config: Config, predictor: Predictor) -> list[torch.Tensor]:
+    """Up to CALIBRATION_LIMIT normalised (C, H, W) images: the folder's own images, or, for a
+    dataset root, its training split's."""
+    if not folder.is_dir():
+        raise FcnsegError(f"--calibrate {folder} is not a folder; give a folder of images.")
+    data = config.data
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        root = replace(data, kind="folder", root=str(folder))
+        dataset = make_dataset(root, data.train_split, train=False)
+        step = max(1, len(dataset) // CALIBRATION_LIMIT)
+        return [dataset[index][0] for index in range(0, len(dataset), step)][:CALIBRATION_LIMIT]
+    step = max(1, len(files) // CALIBRATION_LIMIT)
+    chosen = files[::step][:CALIBRATION_LIMIT]
+    modes = (data.image_mode, data.image_alpha, data.image_bit_depth, data.image_scaling)
+    return [predictor.normalise(read_image(path, *modes)) for path in chosen]
+
+
+def _validation_data(config: Config, data_dir: str | None, split: str | None) -> Any:
+    """The split the int8 model is judged on: --data's, else the checkpoint's own dataset."""
+    data = config.data
+    if data_dir is not None:
+        data = replace(data, kind="folder", root=data_dir)
+    elif data.kind == "folder" and (data.root is None or not Path(data.root).is_dir()):
+        raise FcnsegError(
+            f"the checkpoint's dataset {data.root} is not here; pass --data DIR, a dataset "
+            "folder with a validation split, to judge the int8 model."
+        )
+    return make_dataset(data, split or data.val_split, train=False)
