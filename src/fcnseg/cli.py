@@ -5,7 +5,8 @@
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR]
-    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR
+    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
+    fcnseg export CHECKPOINT [--format onnx] [--out FILE] [--int8 --calibrate DIR [--force]]
     fcnseg models
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fcnseg.errors import FcnsegError
 
@@ -64,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("checkpoint")
     predict.add_argument("inputs", metavar="IMAGE_OR_DIR")
     _add_out(predict, "output folder (required; must not hold the inputs)")
+    predict.add_argument(
+        "--backend",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="auto: onnxruntime when the checkpoint's export (CKPT.onnx) is beside it, else torch",
+    )
+    predict.add_argument("--onnx", metavar="FILE", help="exported model (default: CKPT.onnx)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_inference_options(predict)
+
+    export = commands.add_parser("export", help="ONNX (and int8) model for deployment")
+    export.add_argument("checkpoint")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", help="the .onnx file to write (default beside the checkpoint)")
+    export.add_argument("--int8", action="store_true", help="static int8 quantization")
+    export.add_argument("--calibrate", metavar="DIR", help="int8: images to calibrate on")
+    export.add_argument("--data", help="int8: dataset judged on (default: the checkpoint's)")
+    export.add_argument("--split", help="int8: split judged on (default: the config's val)")
+    export.add_argument(
+        "--max-drop", type=float, default=1.0, help="int8: most mIoU points it may lose"
+    )
+    export.add_argument("--force", action="store_true", help="int8: keep it past --max-drop")
 
     inspect = commands.add_parser(
         "inspect", help="the label doctor: what a dataset holds and what would spoil training"
@@ -122,16 +146,71 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """The Predictor's options (fcnseg.predict.InferenceOptions) as flags."""
+    group = parser.add_argument_group("inference (tiles, test-time augmentation)")
+    group.add_argument("--mode", choices=("auto", "whole", "tiled"), default="auto")
+    group.add_argument("--tile-size", type=int, default=512, help="tile side in pixels")
+    group.add_argument("--overlap", type=float, default=0.25, help="tile overlap, 0..1")
+    group.add_argument("--blend", choices=("gaussian", "linear"), default="gaussian")
+    group.add_argument("--memory-budget", type=float, default=2048, help="MB; auto mode")
+    group.add_argument("--flip", action="store_true", help="TTA: average with the mirror image")
+    group.add_argument(
+        "--scales", type=float, nargs="+", default=[1.0], help="TTA: e.g. 0.75 1 1.25"
+    )
+    group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+
+
+def _inference_options(args: argparse.Namespace) -> Any:
+    from fcnseg.predict import InferenceOptions
+
+    return InferenceOptions(
+        mode=args.mode,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        blend=args.blend,
+        memory_budget_mb=args.memory_budget,
+        flip=args.flip,
+        scales=tuple(args.scales),
+        precision=args.precision,
+    )
+
+
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg import commands
 
     if not args.out:
         raise FcnsegError("fcnseg predict needs --out DIR, a folder for the masks and overlays.")
-    failures = commands.predict(args.checkpoint, args.inputs, args.out, args.overwrite)
+    failures = commands.predict(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        args.overwrite,
+        backend=args.backend,
+        onnx_path=args.onnx,
+        options=_inference_options(args),
+        show_progress=not args.no_progress,
+    )
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     print(f"masks and overlays: {args.out}")
     return 1 if failures else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fcnseg import deploy
+
+    deploy.export_checkpoint(
+        args.checkpoint,
+        args.out,
+        int8=args.int8,
+        calibrate=args.calibrate,
+        data_dir=args.data,
+        split=args.split,
+        max_drop=args.max_drop,
+        force=args.force,
+    )
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -156,6 +235,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _train,
     "evaluate": _evaluate,
     "predict": _predict,
+    "export": _export,
     "inspect": _inspect,
     "models": _models,
 }

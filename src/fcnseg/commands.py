@@ -4,7 +4,7 @@ train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + 
 demo(out)          generate shapes on disk, then train with the packaged demo recipe
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json + report.md
 inspect(data)      the label doctor's account of a dataset (fcnseg.data.inspect)
-predict(ckpt)      images -> palette index masks + colour overlays
+predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.predict_files)
 """
 
 from __future__ import annotations
@@ -18,28 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fcnseg import distributed
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import Config, LossConfig, build_config, from_dict, load_config, save_config
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
-from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
+from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels
 from fcnseg.data.inspect import check_before_training, inspect_data
 from fcnseg.data.inspect_report import format_report, inspection_dict, plot_class_pixels
 from fcnseg.data.labels import palette_for
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
+from fcnseg.fastpath import select_backend
 from fcnseg.losses import build_loss, resolve_class_weights
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor
+from fcnseg.predict import InferenceOptions, Predictor
+from fcnseg.predict_files import predict_files
 from fcnseg.registry import suggest
 from fcnseg.report import evaluate as evaluate_split
 from fcnseg.report import sample_predictions, write_run_report
 from fcnseg.rundir import prepare_run_dir
 from fcnseg.trainer import Trainer
-from fcnseg.visualize import overlay
 
 
 def recipe_names() -> list[str]:
@@ -201,7 +201,9 @@ def demo(out: Path, overwrite: bool, overrides: list[str], show_progress: bool =
     return train(config, run_dir, show_progress=show_progress)
 
 
-def model_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Predictor, Config, dict]:
+def model_from_checkpoint(
+    path: str | Path, device: str = "auto", options: InferenceOptions | None = None
+) -> tuple[Predictor, Config, dict]:
     """A Predictor for a checkpoint's model, normalising images as its training did."""
     checkpoint = load_checkpoint(path)
     model = _build(checkpoint["model"])
@@ -209,7 +211,7 @@ def model_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Predi
     config = from_dict(Config, checkpoint["config"])
     channels = checkpoint["model"]["in_channels"]
     transform = build_transform("none", config.data.mean, config.data.std, channels)
-    return Predictor(model, resolve_device(device), transform), config, checkpoint
+    return Predictor(model, resolve_device(device), transform, options), config, checkpoint
 
 
 def evaluate(
@@ -254,12 +256,22 @@ def inspect(
     return report, not inspection.errors
 
 
-def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> list[str]:
-    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image.
+def predict(
+    checkpoint_path: str,
+    inputs: str,
+    out: str,
+    overwrite: bool,
+    backend: str = "auto",
+    onnx_path: str | None = None,
+    options: InferenceOptions | None = None,
+    show_progress: bool = True,
+) -> list[str]:
+    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image, through
+    the fastest backend at hand (fcnseg.fastpath) and the Predictor's `options` (tiles, TTA).
 
     Returns the failures ("file: reason"); unreadable images are skipped, not fatal.
     """
-    predictor, config, _ = model_from_checkpoint(checkpoint_path)
+    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, options=options)
     images = _input_images(Path(inputs))
     out_dir = Path(out).resolve()
     if any(out_dir == image.parent or out_dir in image.parents for image in images):
@@ -267,30 +279,15 @@ def predict(checkpoint_path: str, inputs: str, out: str, overwrite: bool) -> lis
             f"--out {out} holds the input images; writing there could overwrite them. "
             "Choose a separate output folder."
         )
+    network, description = select_backend(
+        predictor.model, checkpoint, checkpoint_path, backend, onnx_path, predictor.device
+    )
+    predictor = Predictor(network, predictor.device, predictor.transform, predictor.options)
+    if show_progress:
+        print(f"backend: {description}")
     prepare_run_dir(out_dir, overwrite)
     colours = palette_for(config.data)  # the training data's class colours, when it had them
-    palette = colours.flatten().tolist()
-    data = config.data
-    failures = []
-    for image_path in images:
-        try:
-            image = read_image(
-                image_path,
-                data.image_mode,
-                data.image_alpha,
-                data.image_bit_depth,
-                data.image_scaling,
-            )
-        except FcnsegError as error:
-            failures.append(str(error))
-            continue
-        labels = predictor.predict_image(image).astype(np.uint8)
-        indexed = Image.fromarray(labels, mode="P")
-        indexed.putpalette(palette)
-        indexed.save(out_dir / f"{image_path.stem}.png")
-        picture = overlay(image, labels, colours)
-        Image.fromarray(picture).save(out_dir / f"{image_path.stem}_overlay.png")
-    return failures
+    return predict_files(predictor, images, out_dir, config.data, colours, show_progress)
 
 
 def _input_images(path: Path) -> list[Path]:
