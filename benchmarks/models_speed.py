@@ -95,18 +95,7 @@ def count_gflops(model: nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def median_seconds(step: Callable[[], None], warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def eval_latency(model: nn.Module, warmup: int, runs: int) -> float:
+def eval_step(model: nn.Module) -> Callable[[], None]:
     model.eval()
     image = torch.randn(EVAL_SHAPE)
 
@@ -114,10 +103,10 @@ def eval_latency(model: nn.Module, warmup: int, runs: int) -> float:
         with torch.inference_mode():
             model(image)
 
-    return median_seconds(step, warmup, runs)
+    return step
 
 
-def train_step_time(model: nn.Module, warmup: int, runs: int) -> float:
+def train_step(model: nn.Module) -> Callable[[], None]:
     model.train()
     images = torch.randn(TRAIN_SHAPE)
     masks = torch.randint(0, NUM_CLASSES, (TRAIN_SHAPE[0], *TRAIN_SHAPE[2:]))
@@ -128,16 +117,35 @@ def train_step_time(model: nn.Module, warmup: int, runs: int) -> float:
         F.cross_entropy(model(images), masks).backward()
         optimizer.step()
 
-    return median_seconds(step, warmup, runs)
+    return step
 
 
-def measure(model: nn.Module, warmup: int, runs: int) -> dict[str, float]:
-    return {
-        "params": sum(p.numel() for p in model.parameters()) / 1e6,
-        "gflops": count_gflops(model),
-        "eval": eval_latency(model, warmup, runs),
-        "train": train_step_time(model, warmup, runs),
-    }
+def median_seconds(steps: list[Callable[[], None]], warmup: int, runs: int) -> list[float]:
+    """Median time of each step. Runs alternate between the steps, so that a change in the
+    machine's load during the measurement affects fcnseg and smp alike."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times = [[] for _ in steps]
+    for _ in range(runs):
+        for step, seconds in zip(steps, times, strict=True):
+            start = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(seconds) for seconds in times]
+
+
+def measure(models: list[nn.Module], warmup: int, runs: int) -> list[dict[str, float]]:
+    """Parameters, GFLOPs, eval latency and training-step time of each model."""
+    results = [
+        {"params": sum(p.numel() for p in m.parameters()) / 1e6, "gflops": count_gflops(m)}
+        for m in models
+    ]
+    eval_times = median_seconds([eval_step(m) for m in models], warmup, runs)
+    train_times = median_seconds([train_step(m) for m in models], warmup, runs)
+    for result, eval_time, train_time in zip(results, eval_times, train_times, strict=True):
+        result.update(eval=eval_time, train=train_time)
+    return results
 
 
 def smp_model(smp, name: str, class_name: str, arguments: dict) -> nn.Module:
@@ -175,11 +183,14 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         torch.manual_seed(0)
-        ours = measure(build_model(name, NUM_CLASSES, **options), args.warmup, args.runs)
-        if smp is None or counterpart is None:
+        models = [build_model(name, NUM_CLASSES, **options)]
+        if smp is not None and counterpart is not None:
+            models.append(smp_model(smp, name, *counterpart))
+        ours, *theirs = measure(models, args.warmup, args.runs)
+        if not theirs:
             print(row(label, ours), flush=True)
             continue
-        theirs = measure(smp_model(smp, name, *counterpart), args.warmup, args.runs)
+        theirs = theirs[0]
         ratios = f"| {ours['eval'] / theirs['eval']:.2f} | {ours['train'] / theirs['train']:.2f} |"
         print(row(label, ours, ratios), flush=True)
         print(row(f"smp {counterpart[0]} (same encoder)", theirs), flush=True)
