@@ -117,7 +117,13 @@ class Predictor:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) float -> (N, K, H, W) float scores on the CPU (logits; with test-time
         augmentation, log mean probabilities), whole or tiled as the options say."""
-        n, _, height, width = images.shape
+        n, channels, height, width = images.shape
+        expected = self.in_channels()
+        if expected is not None and channels != expected:
+            raise FcnsegError(
+                f"the model takes {expected}-channel images but got {channels} channels; read "
+                "images the way its training data was (data.image_mode, data.image_alpha)."
+            )
         if not self.use_tiles(n, height, width):
             return self.run_views(images)
         options = self.options
@@ -173,6 +179,13 @@ class Predictor:
             return False  # tiling would be a single tile anyway
         pixels = count * height * width * max(self.options.scales) ** 2
         return pixels * self.bytes_per_pixel() > self.options.memory_budget_mb * 2**20
+
+    def in_channels(self) -> int | None:
+        """Channels the network takes: its first convolution's, or the runner's `in_channels`."""
+        if not isinstance(self.model, nn.Module):
+            return getattr(self.model, "in_channels", None)
+        first_weight = next((p for p in self.model.parameters() if p.dim() == 4), None)
+        return None if first_weight is None else first_weight.shape[1]
 
     def bytes_per_pixel(self) -> float:
         """Estimated peak bytes per input pixel of a whole-image pass (LIVE_ACTIVATION_SHARE)."""

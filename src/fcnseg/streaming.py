@@ -153,14 +153,13 @@ def _uncompressed_tiff_offset(path: Path, data: DataConfig) -> int | None:
     try:
         with tifffile.TiffFile(path) as tiff:
             page = tiff.pages.first
-            contiguous = page.is_contiguous
-            samples = page.samplesperpixel
             suitable = (
-                page.dtype == np.uint8
-                and (samples, page.photometric) in ((1, MINISBLACK), (3, RGB))
+                page.is_memmappable  # uncompressed, contiguous, native byte order
+                and page.dtype == np.uint8
+                and (page.samplesperpixel, page.photometric) in ((1, MINISBLACK), (3, RGB))
                 and page.planarconfig == CONTIGUOUS
             )
-            return int(contiguous[0]) if contiguous and suitable else None
+            return int(page.dataoffsets[0]) if suitable else None
     except (tifffile.TiffFileError, OSError, ValueError):
         return None  # let read_image name the problem
 
