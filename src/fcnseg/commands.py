@@ -2,7 +2,7 @@
 
 train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
 demo(out)          generate shapes on disk, then train with the packaged demo recipe
-evaluate(ckpt)     a checkpoint over a folder split -> metrics.json + report.md
+evaluate(ckpt)     a checkpoint over a folder split -> metrics.json, report.md, report.html
 inspect(data)      the label doctor's account of a dataset (fcnseg.data.inspect)
 predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.predict_files)
 """
@@ -37,7 +37,7 @@ from fcnseg.predict import InferenceOptions, Predictor
 from fcnseg.predict_files import predict_files
 from fcnseg.registry import suggest
 from fcnseg.report import evaluate as evaluate_split
-from fcnseg.report import sample_predictions, write_run_report
+from fcnseg.report import sample_predictions, training_history, write_run_report
 from fcnseg.rundir import prepare_run_dir
 from fcnseg.trainer import Trainer
 
@@ -123,7 +123,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["state_dict"])
     predictor = Predictor(model, device)
-    scores = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
+    evaluation = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
     summary = {
         "model": f"{config.model.name} {config.model.options or ''}".strip(),
         "data": f"{data.kind} {data.root or ''}".strip()
@@ -134,7 +134,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     }
     return write_run_report(
         run_dir,
-        scores,
+        evaluation,
         class_names,
         sample_predictions(predictor, val_set),
         trainer.state.history,
@@ -224,14 +224,15 @@ def evaluate(
     out_dir = prepare_run_dir(
         Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}", overwrite
     )
-    scores = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
+    evaluation = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
     return write_run_report(
         out_dir,
-        scores,
+        evaluation,
         checkpoint["class_names"],
         sample_predictions(predictor, dataset),
+        training_history(checkpoint_path, checkpoint),
         title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
-        summary={"images": len(dataset)},
+        summary={"images": len(dataset), "checkpoint": f"epoch {checkpoint.get('epoch')}"},
         palette=dataset.palette,
     )
 

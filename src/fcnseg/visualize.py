@@ -1,4 +1,5 @@
-"""Pictures: a fixed colour palette, mask colouring, overlays, training curves, sample grids.
+"""Pictures: a fixed colour palette, mask colouring, overlays (classes, errors), training curves,
+sample grids. The evaluation report's own charts are in report_figures.py.
 
 The palette is fixed, so a class has the same colour in every picture of every run: twelve
 hand-picked, well separated colours first, then colours from the bits of the class index (as
@@ -71,8 +72,27 @@ def overlay(
     return blended.astype(np.uint8)
 
 
+def error_overlay(
+    image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, ignore_index: int = 255
+) -> np.ndarray:
+    """The image dimmed, wrong pixels red, unlabelled ones grey: where the model errs."""
+    if image.ndim == 2 or image.shape[-1] == 1:
+        image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
+    picture = 0.45 * image[..., :3].astype(np.float32)
+    picture[(truth != prediction) & (truth != ignore_index)] = (230, 25, 25)
+    picture[truth == ignore_index] = (128, 128, 128)
+    return picture.astype(np.uint8)
+
+
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     """Training loss and validation mIoU against epoch, side by side."""
+    figure = curves_figure(history)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def curves_figure(history: Sequence[dict[str, Any]]) -> plt.Figure:
+    """The figure of plot_curves, for callers that render it themselves (report.html)."""
     epochs = [entry["epoch"] for entry in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     left.plot(epochs, [entry["train_loss"] for entry in history], marker="o")
@@ -82,8 +102,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def plot_samples(

@@ -1,0 +1,120 @@
+"""The pictures of an evaluation report, as PNG bytes ready to embed in HTML.
+
+class_iou_chart     per-class IoU as horizontal bars in the class colours; absent classes
+                    named as such instead of drawn as a zero
+confusion_heatmap   the confusion matrix with each row (a true class) divided by its total,
+                    so a row reads "where did this class's pixels go"; rows of classes absent
+                    from the truth stay blank
+gallery_figure      one row per image: image | truth | prediction | errors, titled with the
+                    image's name and mIoU
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or wanted
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from fcnseg.visualize import error_overlay, overlay
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One image of the best / worst gallery, with what the model made of it."""
+
+    name: str
+    miou: float
+    image: np.ndarray  # (H, W, C) uint8
+    truth: np.ndarray  # (H, W) labels, ignore_index where unlabelled
+    prediction: np.ndarray  # (H, W) labels
+
+
+def figure_png(figure: Figure, dpi: int = 90) -> bytes:
+    """Render and close a figure; the PNG's bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def class_iou_chart(
+    per_class_iou: Sequence[float | None], class_names: Sequence[str], palette: np.ndarray
+) -> bytes:
+    """Horizontal bars, one per class (top to bottom in class order), values written beside."""
+    count = len(class_names)
+    figure, axis = plt.subplots(figsize=(7, 0.32 * count + 1.0))
+    values = [math.nan if v is None else 100 * v for v in per_class_iou]  # percent
+    positions = np.arange(count)
+    colours = [palette[index] / 255 for index in range(count)]
+    axis.barh(positions, np.nan_to_num(values), color=colours, edgecolor="0.3", linewidth=0.5)
+    for position, value in zip(positions, values, strict=True):
+        text = "absent" if math.isnan(value) else f"{value:.1f}"
+        axis.text(1 if math.isnan(value) else value + 1, position, text, va="center")
+    axis.set(yticks=positions, yticklabels=class_names, xlim=(0, 110), xlabel="IoU (%)")
+    axis.invert_yaxis()
+    axis.grid(axis="x", alpha=0.3)
+    return figure_png(figure)
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str]) -> bytes:
+    """Row-normalised (K, K) confusion matrix, truth down, prediction across, in percent."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+    count = len(class_names)
+    side = max(4.0, 0.45 * count + 2.0)
+    figure, axis = plt.subplots(figsize=(side + 1.0, side))
+    shown = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if count <= 25:  # beyond that the numbers would not fit their cells
+        for row in range(count):
+            for column in range(count):
+                value = shares[row, column]
+                if not math.isnan(value) and value >= 0.005:
+                    colour = "white" if value > 0.6 else "black"
+                    label = f"{100 * value:.0f}"
+                    axis.text(column, row, label, ha="center", va="center", color=colour, size=8)
+    axis.set(xticks=range(count), yticks=range(count), xlabel="predicted", ylabel="true")
+    axis.set_xticklabels(class_names, rotation=45, ha="right")
+    axis.set_yticklabels(class_names)
+    figure.colorbar(shown, ax=axis, fraction=0.046, label="share of the true class's pixels")
+    return figure_png(figure)
+
+
+def gallery_figure(
+    items: Sequence[GalleryItem], palette: np.ndarray, ignore_index: int = 255
+) -> bytes:
+    """A row per item: the image, truth and prediction overlays, and where they disagree."""
+    rows = len(items)
+    figure, axes = plt.subplots(rows, 4, figsize=(12, 2.9 * rows), squeeze=False)
+    titles = ("image", "truth", "prediction", "errors (red), unlabelled (grey)")
+    for row, item in enumerate(items):
+        shown = item.image[..., 0] if item.image.shape[-1] == 1 else item.image[..., :3]
+        panels = (
+            shown,
+            overlay(item.image, item.truth, palette),
+            overlay(item.image, item.prediction, palette),
+            error_overlay(item.image, item.truth, item.prediction, ignore_index),
+        )
+        for column, panel in enumerate(panels):
+            axis = axes[row, column]
+            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+            axis.set_axis_off()
+            axis.set_title(titles[column] if row == 0 else "", size=9)
+        axes[row, 0].text(
+            0,
+            -0.04,
+            f"{item.name}  mIoU {100 * item.miou:.1f}",
+            transform=axes[row, 0].transAxes,
+            va="top",
+            size=9,
+        )
+    figure.tight_layout()
+    return figure_png(figure, dpi=80)
