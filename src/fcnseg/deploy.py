@@ -5,10 +5,11 @@
         [--data DIR] [--split val] [--max-drop 1.0] [--force]
 
 Every export is checked against PyTorch on two input sizes (fcnseg.export.check_parity) and
-deleted again if it is off. The int8 model is calibrated on the images of DIR (a folder of
-images, or a dataset root whose training split is used), then both models are run over the
-validation split (--data, else the checkpoint's own dataset): if int8 loses more than
---max-drop mIoU points it is not written, unless --force.
+deleted again if it is off. The int8 model starts from the float export beside the checkpoint
+when there is one from the same weights (else it exports one to a temporary folder). It is
+calibrated on the images of DIR (a folder of images, or a dataset root whose training split is
+used), then both models are run over the validation split (--data, else the checkpoint's own
+dataset): if int8 loses more than --max-drop mIoU points it is not written, unless --force.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ def export_checkpoint(
         print_line(f"wrote {target}")
         return target
     with tempfile.TemporaryDirectory() as scratch:
-        float_path = _export_checked(
-            predictor, config, checkpoint, Path(scratch) / "float.onnx", print_line
-        )
+        float_path = _float_export_of(checkpoint_path, checkpoint)
+        if float_path is None:
+            float_path = Path(scratch) / "float.onnx"
+            _export_checked(predictor, config, checkpoint, float_path, print_line)
+        else:
+            print_line(f"quantizing {float_path} (exported from this checkpoint)")
         calibration = calibration_images(Path(calibrate), config, predictor)
         print_line(f"calibrating on {len(calibration)} images from {calibrate}")
         quantize_static_int8(float_path, target, calibration)
@@ -126,6 +130,20 @@ def _export_checked(
             "written. Please report this with the model's name and options."
         )
     return path
+
+
+def _float_export_of(checkpoint_path: str, checkpoint: dict[str, Any]) -> Path | None:
+    """The float export beside the checkpoint, if there is one made from these weights (it
+    passed the parity check when it was written); None otherwise."""
+    path = default_onnx_path(checkpoint_path)
+    if not path.is_file():
+        return None
+    try:
+        exported = OnnxModel(path)
+        exported.check_matches(checkpoint)
+    except FcnsegError:
+        return None
+    return path if exported.metadata.get("precision") == "fp32" else None
 
 
 def calibration_images(folder: Path, config: Config, predictor: Predictor) -> list[torch.Tensor]:
