@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fcnseg.errors import FcnsegError
+from fcnseg.predict import InferenceOptions, Predictor, labels_from_logits
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 PARITY_SIZES = ((1, 75, 101), (2, 160, 224))  # (N, H, W): an odd and a stride-aligned size
@@ -113,17 +114,18 @@ class Parity:
 
 
 def check_parity(model: nn.Module, exported: OnnxModel, channels: int) -> Parity:
-    """Compare PyTorch and the exported model on PARITY_SIZES inputs (seeded normal noise)."""
+    """Compare PyTorch and the exported model on PARITY_SIZES inputs (seeded normal noise),
+    both through the Predictor's plain whole-image path."""
+    whole = InferenceOptions(mode="whole")
+    expected_path, actual_path = Predictor(model, options=whole), Predictor(exported, options=whole)
     generator = torch.Generator().manual_seed(0)
     worst, scale, agreeing, pixels = 0.0, 0.0, 0, 0
     for count, height, width in PARITY_SIZES:
         images = torch.randn(count, channels, height, width, generator=generator)
-        with torch.inference_mode():
-            expected = model.eval()(images).float()
-        actual = exported(images)
+        expected, actual = expected_path.logits(images), actual_path.logits(images)
         worst = max(worst, float((actual - expected).abs().max()))
         scale = max(scale, float(expected.abs().max()))
-        agreeing += int((actual.argmax(1) == expected.argmax(1)).sum())
+        agreeing += int((labels_from_logits(actual) == labels_from_logits(expected)).sum())
         pixels += count * height * width
     return Parity(worst, scale, agreeing / pixels)
 
