@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,9 @@ from fcnseg.deploy import export_checkpoint
 from fcnseg.export import OnnxModel, fingerprint
 from fcnseg.fastpath import fold_batch_norms, select_backend
 from fcnseg.models import build_model
+
+onnx = pytest.importorskip("onnx", reason="the export extra: pip install 'fcnseg[export]'")
+pytest.importorskip("onnxruntime", reason="the export extra: pip install 'fcnseg[export]'")
 
 SIZE = (48, 64)
 SPEC = {"name": "unet", "num_classes": 4, "in_channels": 3, "options": {"base_width": 4}}

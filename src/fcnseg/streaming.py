@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from fcnseg.config import DataConfig
@@ -141,14 +142,10 @@ class BandSource:
 
 def _uncompressed_tiff_offset(path: Path, data: DataConfig) -> int | None:
     """Byte offset of the pixel data of an uncompressed, contiguous 8-bit L or RGB TIFF (rows
-    can then be read in place); None for anything else, or when tifffile is not installed."""
+    can then be read in place); None for anything else."""
     if path.suffix.lower() not in (".tif", ".tiff") or data.image_scaling != "bit_depth":
         return None
     if data.image_bit_depth not in (None, 8):
-        return None
-    try:
-        import tifffile
-    except ImportError:
         return None
     try:
         with tifffile.TiffFile(path) as tiff:
