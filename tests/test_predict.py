@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,10 @@ from PIL import Image
 from torch import nn
 
 from fcnseg import FcnsegError
-from fcnseg.config import DataConfig
+from fcnseg.checkpoint import save_checkpoint
+from fcnseg.cli import main
+from fcnseg.commands import model_from_checkpoint
+from fcnseg.config import Config, DataConfig
 from fcnseg.models import build_model
 from fcnseg.predict import InferenceOptions, Predictor, probabilities_from_logits
 from fcnseg.streaming import BandSource, PngWriter
@@ -211,3 +215,73 @@ def test_streamed_prediction_memory_does_not_grow_with_image_height(tmp_path: Pa
     short = _peak_rss_mb(tmp_path, 512, 1024)
     tall = _peak_rss_mb(tmp_path, 4096, 1024)
     assert tall - short < 40, (short, tall)
+
+
+def write_checkpoint(path: Path, channels: int = 3, alpha: str = "drop") -> Path:
+    """An untrained tiny U-Net checkpoint reading `channels`-channel images."""
+    torch.manual_seed(0)
+    spec = {"name": "unet", "num_classes": 3, "in_channels": channels, "options": {"base_width": 4}}
+    config = Config().to_dict()
+    config["data"].update(
+        num_classes=3, image_alpha=alpha, mean=[0.5] * channels, std=[0.25] * channels
+    )
+    model = build_model("unet", 3, channels, base_width=4)
+    state = {
+        "model": spec,
+        "state_dict": model.state_dict(),
+        "config": config,
+        "class_names": ["a", "b", "c"],
+    }
+    save_checkpoint(state, path)
+    return path
+
+
+def test_predict_reads_any_depth_and_names_the_files_it_cannot(tmp_path: Path, capsys):
+    checkpoint = write_checkpoint(tmp_path / "best.pt")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (21, 34), np.uint8)).save(inputs / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (22, 35, 4), np.uint8)).save(inputs / "rgba.png")
+    Image.fromarray(rng.integers(0, 65536, (23, 36), np.uint16)).save(inputs / "deep.png")
+    cv2.imwrite(str(inputs / "deep_rgb.png"), rng.integers(0, 65536, (24, 37, 3), np.uint16))
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    argv = ["predict", str(checkpoint), str(inputs), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--backend", "torch", "--no-progress"]) == 1
+    assert "broken.png" in capsys.readouterr().err
+    for stem, size in (
+        ("grey", (34, 21)),
+        ("rgba", (35, 22)),
+        ("deep", (36, 23)),
+        ("deep_rgb", (37, 24)),
+    ):
+        mask = Image.open(tmp_path / "out" / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == size, stem
+        assert Image.open(tmp_path / "out" / f"{stem}_overlay.png").size == size
+    assert sorted(p.name for p in inputs.iterdir())[0] == "broken.png"  # inputs untouched
+
+
+def test_a_model_trained_with_alpha_refuses_images_without_it(tmp_path: Path, capsys):
+    checkpoint = write_checkpoint(tmp_path / "best.pt", channels=4, alpha="keep")
+    image = tmp_path / "in" / "rgb.png"
+    image.parent.mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    argv = ["predict", str(checkpoint), str(image), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 1
+    assert "has no alpha channel" in capsys.readouterr().err
+
+
+def test_a_streamed_image_gets_exactly_the_tiled_labels(tmp_path: Path):
+    import tifffile
+
+    checkpoint = write_checkpoint(tmp_path / "best.pt")
+    pixels = (smooth_image(1, 3, 150, 97)[0].permute(1, 2, 0).numpy() * 60 + 128).clip(0, 255)
+    pixels = pixels.astype(np.uint8)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "big.tif", pixels)  # uncompressed: read in bands
+    argv = ["predict", str(checkpoint), str(tmp_path / "in"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--mode", "tiled", "--tile-size", "48", "--backend", "torch"]) == 0
+    streamed = np.asarray(Image.open(tmp_path / "out" / "big.png"))
+    predictor, _, _ = model_from_checkpoint(checkpoint, "cpu", InferenceOptions("tiled", 48))
+    expected = predictor.labels(predictor.normalise(pixels)[None])[0].numpy()
+    assert streamed.shape == (150, 97) and (streamed == expected).mean() >= 0.999
