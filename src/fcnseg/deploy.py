@@ -30,7 +30,7 @@ from fcnseg.errors import FcnsegError
 from fcnseg.export import OnnxModel, check_parity, export_onnx, fingerprint, onnx_runtime
 from fcnseg.fastpath import default_onnx_path
 from fcnseg.predict import Predictor
-from fcnseg.quantize import DEFAULT_MAX_DROP, judge, quantize_static_int8
+from fcnseg.quantize import DEFAULT_MAX_DROP, QuantizationResult, judge, quantize_static_int8
 
 CALIBRATION_LIMIT = 64  # images; activation ranges settle long before this
 
@@ -57,29 +57,39 @@ def export_checkpoint(
     predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, device="cpu")
     if not int8:
         _export_checked(predictor, config, checkpoint, target, print_line)
-        print_line(f"wrote {target}")
-        return target
-    with tempfile.TemporaryDirectory() as scratch:
-        float_path = _float_export_of(checkpoint_path, checkpoint)
-        if float_path is None:
-            float_path = Path(scratch) / "float.onnx"
-            _export_checked(predictor, config, checkpoint, float_path, print_line)
-        else:
-            print_line(f"quantizing {float_path} (exported from this checkpoint)")
-        calibration = calibration_images(Path(calibrate), config, predictor)
-        print_line(f"calibrating on {len(calibration)} images from {calibrate}")
-        quantize_static_int8(float_path, target, calibration)
-        data = _validation_data(config, data_dir, split)
-        validation = [data[index] for index in range(len(data))]
-        result = judge(
-            OnnxModel(float_path),
-            OnnxModel(target),
-            validation,
-            config.data.num_classes,
-            config.data.ignore_index,
-            max_drop,
-        )
-    print_line(f"int8 on {len(validation)} validation images: {result.describe()}")
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            float_path = _float_export_of(checkpoint_path, checkpoint)
+            if float_path is None:
+                float_path = Path(scratch) / "float.onnx"
+                _export_checked(predictor, config, checkpoint, float_path, print_line)
+            else:
+                print_line(f"quantizing {float_path} (exported from this checkpoint)")
+            calibration = calibration_images(Path(calibrate), config, predictor)
+            print_line(f"calibrating on {len(calibration)} images from {calibrate}")
+            quantize_static_int8(float_path, target, calibration)
+            result = judge(
+                OnnxModel(float_path),
+                OnnxModel(target),
+                _validation_pairs(config, data_dir, split),
+                config.data.num_classes,
+                config.data.ignore_index,
+                max_drop,
+            )
+        _keep_or_refuse(result, target, max_drop, force, print_line)
+    print_line(f"wrote {target}")
+    return target
+
+
+def _keep_or_refuse(
+    result: QuantizationResult,
+    target: Path,
+    max_drop: float,
+    force: bool,
+    print_line: Callable[[str], None],
+) -> None:
+    """Report the int8 model's mIoU change and speed-up; delete it past the margin unforced."""
+    print_line(f"int8 on {result.images} validation images: {result.describe()}")
     if not result.kept and not force:
         target.unlink()
         raise FcnsegError(
@@ -87,8 +97,6 @@ def export_checkpoint(
             f"{max_drop}; it was not written. Calibrate on more representative images, or "
             "pass --force to keep it anyway."
         )
-    print_line(f"wrote {target}")
-    return target
 
 
 def _export_checked(
@@ -164,8 +172,11 @@ def calibration_images(folder: Path, config: Config, predictor: Predictor) -> li
     return [predictor.normalise(read_image(path, *modes)) for path in chosen]
 
 
-def _validation_data(config: Config, data_dir: str | None, split: str | None) -> Any:
-    """The split the int8 model is judged on: --data's, else the checkpoint's own dataset."""
+def _validation_pairs(
+    config: Config, data_dir: str | None, split: str | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (image, mask) pairs the int8 model is judged on: --data's validation split, else
+    the checkpoint's own dataset's."""
     data = config.data
     if data_dir is not None:
         data = replace(data, kind="folder", root=data_dir)
@@ -174,4 +185,5 @@ def _validation_data(config: Config, data_dir: str | None, split: str | None) ->
             f"the checkpoint's dataset {data.root} is not here; pass --data DIR, a dataset "
             "folder with a validation split, to judge the int8 model."
         )
-    return make_dataset(data, split or data.val_split, train=False)
+    dataset = make_dataset(data, split or data.val_split, train=False)
+    return [dataset[index] for index in range(len(dataset))]

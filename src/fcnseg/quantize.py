@@ -38,7 +38,8 @@ class QuantizationResult:
     int8_miou: float
     float_seconds: float  # per validation image
     int8_seconds: float
-    kept: bool
+    kept: bool  # within the margin
+    images: int  # validation images judged on
 
     @property
     def drop_points(self) -> float:
@@ -133,4 +134,6 @@ def judge(
         seconds.append((time.perf_counter() - start) / len(validation))
         scores.append(matrix.compute().miou)
     drop = 100 * (scores[0] - scores[1])
-    return QuantizationResult(scores[0], scores[1], seconds[0], seconds[1], drop <= max_drop)
+    return QuantizationResult(
+        scores[0], scores[1], seconds[0], seconds[1], drop <= max_drop, len(validation)
+    )

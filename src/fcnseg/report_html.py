@@ -98,6 +98,15 @@ def _class_table(metrics: dict[str, Any], class_names: list[str], palette: np.nd
     return f"<table><tr><th>class</th>{head}<th>true pixels</th></tr>" + "".join(rows) + "</table>"
 
 
+def _gallery_sections(evaluation: Evaluation, palette: np.ndarray) -> list[str]:
+    parts = []
+    for heading, items in (("Best images", evaluation.best), ("Worst images", evaluation.worst)):
+        if items:
+            figure = gallery_figure(items, palette, evaluation.ignore_index)
+            parts += [f"<h2>{heading} (by their own mIoU)</h2>", _picture(figure, heading)]
+    return parts
+
+
 def render_html(
     title: str,
     summary: dict[str, Any],
@@ -129,11 +138,7 @@ def render_html(
             "<h2>Training curves</h2>",
             _picture(figure_png(curves_figure(history)), "curves"),
         ]
-    ignore = evaluation.ignore_index
-    for heading, items in (("Best images", evaluation.best), ("Worst images", evaluation.worst)):
-        if items:
-            parts += [f"<h2>{heading} (by their own mIoU)</h2>"]
-            parts.append(_picture(gallery_figure(items, palette, ignore), heading))
+    parts += _gallery_sections(evaluation, palette)
     body = "\n".join(parts)
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
