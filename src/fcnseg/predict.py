@@ -110,7 +110,10 @@ class Predictor:
     def normalise(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, C) uint8 -> (C, H, W) float32, as the training data was."""
         if self.transform is None:
-            raise ValueError("the Predictor needs a transform for raw images (see from_checkpoint)")
+            raise ValueError(
+                "this Predictor has no transform for raw images; "
+                "fcnseg.commands.model_from_checkpoint makes one that has"
+            )
         tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.int64))
         return tensor
 
