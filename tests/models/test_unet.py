@@ -24,3 +24,13 @@ def test_resnet34_unet_decodes_to_stride_2_with_the_backbones_widths() -> None:
 def test_the_classic_encoder_has_no_pretrained_weights() -> None:
     with pytest.raises(FcnsegError, match="no pretrained weights"):
         build_model("unet", 2, backbone_weights="imagenet.pth")
+
+
+def test_decoder_widths_narrow_each_stage() -> None:
+    model = build_model("unet", 2, backbone="resnet34", decoder_widths=(256, 128, 64, 32)).eval()
+    fuse_inputs = [fuse[0][0].in_channels for fuse in model.decoder.fuse]
+    assert fuse_inputs == [256 + 256, 128 + 128, 64 + 64, 32 + 64]  # own width + the skip's
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 45, 61)).shape == (1, 2, 45, 61)
+    with pytest.raises(FcnsegError, match="needs 4 widths"):
+        build_model("unet", 2, backbone="resnet34", decoder_widths=(256, 128))

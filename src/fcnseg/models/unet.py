@@ -13,6 +13,8 @@ backbone's shallowest stride (2 for these), from where the class scores are upsa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,22 +50,29 @@ class UNetEncoder(nn.Module):
 class UNetDecoder(nn.Module):
     """The expanding path, built from the backbone's declared `channels` (stride -> width).
 
-    From the deepest feature upwards: a 2x2 up-convolution to the skip's width, concatenation
-    with the skip of that stride, and a double convolution. It ends at the shallowest stride.
+    From the deepest feature upwards: a 2x2 up-convolution, concatenation with the skip of that
+    stride, and a double convolution. It ends at the shallowest stride. Each stage's width is
+    its skip's width (the paper's symmetric U), or the next of `widths`, deepest first.
     """
 
-    def __init__(self, channels: dict[int, int]) -> None:
+    def __init__(self, channels: dict[int, int], widths: Sequence[int] | None = None) -> None:
         super().__init__()
         strides = sorted(channels, reverse=True)  # e.g. [16, 8, 4, 2, 1]
         self.skip_strides = strides[1:]
+        if widths is None:
+            widths = [channels[stride] for stride in self.skip_strides]
+        if len(widths) != len(self.skip_strides):
+            raise FcnsegError(
+                f"U-Net decoder_widths needs {len(self.skip_strides)} widths, one per skip "
+                f"(strides {self.skip_strides}), got {list(widths)}."
+            )
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
         width = channels[strides[0]]
-        for stride in self.skip_strides:
-            skip_width = channels[stride]
-            self.up.append(nn.ConvTranspose2d(width, skip_width, kernel_size=2, stride=2))
-            self.fuse.append(DoubleConv(2 * skip_width, skip_width))
-            width = skip_width
+        for stride, out_width in zip(self.skip_strides, widths, strict=True):
+            self.up.append(nn.ConvTranspose2d(width, out_width, kernel_size=2, stride=2))
+            self.fuse.append(DoubleConv(out_width + channels[stride], out_width))
+            width = out_width
         self.out_channels = width
 
     def forward(self, features: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -75,7 +84,11 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(SegmentationModel):
-    """U-Net; `backbone` "classic" (the paper's encoder, `base_width` 64) or a VGG / ResNet name."""
+    """U-Net; `backbone` "classic" (the paper's encoder, `base_width` 64) or a VGG / ResNet name.
+
+    `decoder_widths` (deepest first) narrows the decoder; e.g. (256, 128, 64, 32) on "resnet34"
+    are the widths segmentation-models-pytorch uses, 3x fewer multiply-adds at stride 2.
+    """
 
     def __init__(
         self,
@@ -84,6 +97,7 @@ class UNet(SegmentationModel):
         base_width: int = 64,
         backbone: str = "classic",
         backbone_weights: str | None = None,
+        decoder_widths: Sequence[int] | None = None,
     ) -> None:
         if backbone == "classic":
             if backbone_weights is not None:
@@ -93,6 +107,6 @@ class UNet(SegmentationModel):
             encoder = build_backbone(
                 backbone, in_channels, weights=backbone_weights, choices=("classic", *BACKBONES)
             )
-        decoder = UNetDecoder(encoder.channels)
+        decoder = UNetDecoder(encoder.channels, decoder_widths)
         head = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
         super().__init__(encoder, decoder, head, size_divisor=max(encoder.channels))
