@@ -122,6 +122,7 @@ def test_evaluate_command_writes_the_html_report_with_the_runs_curves(
     (run / "history.json").write_text(json.dumps(history))
     out = tmp_path / "evaluation"
     argv = ["evaluate", str(run / "best.pt"), "--data", str(folder_dataset), "--out", str(out)]
+    argv += ["--flip", "--scales", "0.75", "1"]  # test-time augmentation through the report
     assert main(argv) == 0
     html = (out / "report.html").read_text()
     assert "Training curves" in html and "zero" in html and "Worst images" in html

@@ -3,7 +3,7 @@
     fcnseg demo [--out DIR] [--overwrite] [--set key=value ...]
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
-    fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR]
+    fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR]
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
     fcnseg export CHECKPOINT [--format onnx] [--out FILE] [--int8 --calibrate DIR [--force]]
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="folder dataset root")
     evaluate.add_argument("--split", default="val")
     _add_out(evaluate, "output folder (default <checkpoint folder>/evaluation-<split>)")
+    _add_inference_options(evaluate)
 
     predict = commands.add_parser("predict", help="masks and overlays for images")
     predict.add_argument("checkpoint")
@@ -141,7 +142,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from fcnseg import commands
 
-    report = commands.evaluate(args.checkpoint, args.data, args.split, args.out, args.overwrite)
+    report = commands.evaluate(
+        args.checkpoint,
+        args.data,
+        args.split,
+        args.out,
+        args.overwrite,
+        options=_inference_options(args),
+    )
     print(f"report: {report}")
     return 0
 

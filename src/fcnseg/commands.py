@@ -215,9 +215,16 @@ def model_from_checkpoint(
 
 
 def evaluate(
-    checkpoint_path: str, data_dir: str, split: str, out: str | None, overwrite: bool
+    checkpoint_path: str,
+    data_dir: str,
+    split: str,
+    out: str | None,
+    overwrite: bool,
+    options: InferenceOptions | None = None,
 ) -> Path:
-    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path)
+    """Every score of a checkpoint on a split, through the Predictor with `options` (tiles,
+    test-time augmentation), into metrics.json, report.md and report.html."""
+    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, options=options)
     data = replace(config.data, kind="folder", root=data_dir, val_split=split)
     dataset = make_dataset(data, split, train=False)
     dataset.source.check_labels()
