@@ -15,6 +15,7 @@ than it can follow, and quantization does not need it.
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,7 +37,7 @@ DEFAULT_MAX_DROP = 1.0  # mIoU points
 class QuantizationResult:
     float_miou: float
     int8_miou: float
-    float_seconds: float  # per validation image
+    float_seconds: float  # median per validation image
     int8_seconds: float
     kept: bool  # within the margin
     images: int  # validation images judged on
@@ -120,20 +121,25 @@ def judge(
     ignore_index: int,
     max_drop: float = DEFAULT_MAX_DROP,
 ) -> QuantizationResult:
-    """mIoU and seconds per image of both models over (image (C, H, W), mask (H, W)) pairs."""
+    """mIoU and median seconds per image of both models over (image (C, H, W), mask (H, W))
+    pairs. The models take turns on each image, so that a change in the machine's load
+    during the run weighs on both alike."""
     if not validation:
         raise FcnsegError("judging the int8 model needs validation images; the split is empty.")
-    scores, seconds = [], []
-    for model in (float_model, int8_model):
-        predictor = Predictor(model)
-        matrix = ConfusionMatrix(num_classes, ignore_index)
+    predictors = [Predictor(model) for model in (float_model, int8_model)]
+    matrices = [ConfusionMatrix(num_classes, ignore_index) for _ in predictors]
+    seconds: list[list[float]] = [[], []]
+    for predictor in predictors:
         predictor.labels(validation[0][0][None])  # warm-up: the session plans its memory
-        start = time.perf_counter()
-        for image, mask in validation:
-            matrix.update(predictor.labels(image[None]), mask[None])
-        seconds.append((time.perf_counter() - start) / len(validation))
-        scores.append(matrix.compute().miou)
-    drop = 100 * (scores[0] - scores[1])
+    for image, mask in validation:
+        for predictor, matrix, times in zip(predictors, matrices, seconds, strict=True):
+            start = time.perf_counter()
+            labels = predictor.labels(image[None])
+            times.append(time.perf_counter() - start)
+            matrix.update(labels, mask[None])
+    float_miou, int8_miou = (matrix.compute().miou for matrix in matrices)
+    float_seconds, int8_seconds = (statistics.median(times) for times in seconds)
+    kept = 100 * (float_miou - int8_miou) <= max_drop
     return QuantizationResult(
-        scores[0], scores[1], seconds[0], seconds[1], drop <= max_drop, len(validation)
+        float_miou, int8_miou, float_seconds, int8_seconds, kept, len(validation)
     )
