@@ -5,7 +5,8 @@ torch.utils.flop_counter, multiply and add counted as two), eval latency at 1x3x
 after warm-up, under inference_mode) and one training step at 4x3x256x256 (forward, cross-entropy,
 backward, SGD step). Where smp has the same architecture on the same encoder it is measured in
 the same run, its input padded to a multiple of 32 (it requires that) and its output cropped, and
-the ratio fcnseg / smp is printed (below 1: fcnseg is faster).
+the ratio fcnseg / smp is printed (below 1: fcnseg is faster). Runs alternate between the two,
+and both use the same memory format: channels-last by default, as fcnseg's trainer does.
 
 smp is never a dependency of fcnseg; it lives in a separate environment:
 
@@ -101,9 +102,9 @@ def count_gflops(model: nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def eval_step(model: nn.Module) -> Callable[[], None]:
+def eval_step(model: nn.Module, memory_format: torch.memory_format) -> Callable[[], None]:
     model.eval()
-    image = torch.randn(EVAL_SHAPE)
+    image = torch.randn(EVAL_SHAPE).contiguous(memory_format=memory_format)
 
     def step() -> None:
         with torch.inference_mode():
@@ -112,9 +113,9 @@ def eval_step(model: nn.Module) -> Callable[[], None]:
     return step
 
 
-def train_step(model: nn.Module) -> Callable[[], None]:
+def train_step(model: nn.Module, memory_format: torch.memory_format) -> Callable[[], None]:
     model.train()
-    images = torch.randn(TRAIN_SHAPE)
+    images = torch.randn(TRAIN_SHAPE).contiguous(memory_format=memory_format)
     masks = torch.randint(0, NUM_CLASSES, (TRAIN_SHAPE[0], *TRAIN_SHAPE[2:]))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
@@ -141,14 +142,17 @@ def median_seconds(steps: list[Callable[[], None]], warmup: int, runs: int) -> l
     return [statistics.median(seconds) for seconds in times]
 
 
-def measure(models: list[nn.Module], warmup: int, runs: int) -> list[dict[str, float]]:
+def measure(
+    models: list[nn.Module], memory_format: torch.memory_format, warmup: int, runs: int
+) -> list[dict[str, float]]:
     """Parameters, GFLOPs, eval latency and training-step time of each model."""
     results = [
         {"params": sum(p.numel() for p in m.parameters()) / 1e6, "gflops": count_gflops(m)}
         for m in models
     ]
-    eval_times = median_seconds([eval_step(m) for m in models], warmup, runs)
-    train_times = median_seconds([train_step(m) for m in models], warmup, runs)
+    models = [m.to(memory_format=memory_format) for m in models]
+    eval_times = median_seconds([eval_step(m, memory_format) for m in models], warmup, runs)
+    train_times = median_seconds([train_step(m, memory_format) for m in models], warmup, runs)
     for result, eval_time, train_time in zip(results, eval_times, train_times, strict=True):
         result.update(eval=eval_time, train=train_time)
     return results
@@ -175,11 +179,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="fcnseg model names to measure")
+    parser.add_argument(
+        "--memory-format",
+        choices=["channels_last", "contiguous"],
+        default="channels_last",
+        help="for fcnseg and smp alike; fcnseg's trainer uses channels_last by default",
+    )
     args = parser.parse_args()
+    memory_format = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[
+        args.memory_format
+    ]
     torch.set_num_threads(args.threads)
     smp = import_smp()
     smp_version = getattr(smp, "__version__", "not installed")
-    print(f"torch {torch.__version__}, {args.threads} threads, smp {smp_version}\n")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.memory_format}, "
+        f"smp {smp_version}, load average (1 min) at the start: {os.getloadavg()[0]:.2f}\n"
+    )
     print(
         "| model | params (M) | GFLOPs 1x3x360x480 | eval 1x3x360x480 (ms) "
         "| train step 4x3x256x256 (ms) | eval / smp | train / smp |"
@@ -192,7 +208,7 @@ def main() -> None:
         models = [build_model(name, NUM_CLASSES, **options)]
         if smp is not None and counterpart is not None:
             models.append(smp_model(smp, name, *counterpart))
-        ours, *theirs = measure(models, args.warmup, args.runs)
+        ours, *theirs = measure(models, memory_format, args.warmup, args.runs)
         if not theirs:
             print(row(label, ours), flush=True)
             continue
