@@ -30,6 +30,8 @@ from fcnseg.predict import Predictor
 from fcnseg.streaming import BandSource, PngWriter
 from fcnseg.visualize import overlay
 
+CHUNK_ROWS = 64  # rows normalised or coloured at a time within a band
+
 
 def predict_files(
     predictor: Predictor,
@@ -94,16 +96,28 @@ def predict_in_bands(
     overlay_path: Path,
     colours: np.ndarray,
 ) -> None:
-    """Tiled prediction of an image read in bands, both PNGs written band by band."""
+    """Tiled prediction of an image read in bands, both PNGs written band by band.
+
+    Work on a band is done CHUNK_ROWS rows at a time wherever the rows are independent
+    (normalising, colouring), so that no band-sized temporaries pile up: memory stays at about
+    (K + 1) x 4 bytes of blended logits per pixel of one row of tiles, plus the tiles in flight.
+    """
 
     def read_rows(top: int, bottom: int) -> torch.Tensor:
-        return predictor.normalise(source.rows(top, bottom))  # (C, rows, W)
+        strip = torch.empty(predictor.in_channels() or 3, bottom - top, source.width)
+        for start in range(top, bottom, CHUNK_ROWS):
+            end = min(start + CHUNK_ROWS, bottom)
+            strip[:, start - top : end - top] = predictor.normalise(source.rows(start, end))
+        return strip  # (C, rows, W)
 
     with (
         PngWriter(mask_path, source.width, source.height, palette=colours) as mask_png,
         PngWriter(overlay_path, source.width, source.height, channels=3) as overlay_png,
     ):
         for top, labels in predictor.label_bands(read_rows, source.height, source.width):
-            band = labels.numpy().astype(np.uint8)  # (rows, W)
+            band = labels.to(torch.uint8).numpy()  # (rows, W)
             mask_png.write(band)
-            overlay_png.write(overlay(source.rows(top, top + len(band)), band, colours))
+            for start in range(0, len(band), CHUNK_ROWS):
+                rows = band[start : start + CHUNK_ROWS]
+                image = source.rows(top + start, top + start + len(rows))
+                overlay_png.write(overlay(image, rows, colours))

@@ -111,7 +111,7 @@ def blended_bands(
         bottom = grid.tops[index + 1] if index + 1 < len(grid.tops) else grid.height
         done = bottom - top  # rows no later tile reaches: final
         yield top, sums[:-1, :done] / sums[-1:, :done]
-        carried = sums[:, done:]
+        carried = sums[:, done:].clone()  # a copy, so that this row's sums can be freed
 
 
 def _run_tile_row(
