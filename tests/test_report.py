@@ -128,3 +128,14 @@ def test_evaluate_command_writes_the_html_report_with_the_runs_curves(
     assert "Training curves" in html and "zero" in html and "Worst images" in html
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["per_image_miou"]) == 2 and metrics["boundary_f1"] is not None
+
+
+def test_error_overlay_marks_wrong_and_unlabelled_pixels():
+    from fcnseg.visualize import error_overlay
+
+    image = np.full((1, 3, 3), 200, np.uint8)
+    truth, prediction = np.array([[1, 1, 255]]), np.array([[1, 2, 0]])
+    picture = error_overlay(image, truth, prediction, ignore_index=255)
+    assert picture[0, 0].tolist() == [80, 80, 80]  # right: the image, dimmed grey
+    assert picture[0, 1].tolist() == [230, 25, 25]  # wrong: red
+    assert picture[0, 2].tolist() == [60, 120, 230]  # not judged: blue

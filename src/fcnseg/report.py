@@ -109,8 +109,9 @@ def metrics_dict(evaluation: Evaluation, class_names: list[str]) -> dict[str, An
     return metrics
 
 
-def _score(value: float | None) -> str:
-    return "absent" if value is None or math.isnan(value) else f"{value:.4f}"
+def _score(value: float | None, missing: str = "absent") -> str:
+    """ "absent": the class is in neither truth nor prediction; "n/a": nothing to divide by."""
+    return missing if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def markdown_lines(metrics: dict[str, Any], class_names: list[str]) -> list[str]:
@@ -129,7 +130,9 @@ def markdown_lines(metrics: dict[str, Any], class_names: list[str]) -> list[str]
     lines += ["", "| class | IoU | Dice | precision | recall |", "|---|---|---|---|---|"]
     columns = ("per_class_iou", "per_class_dice", "per_class_precision", "per_class_recall")
     for index, name in enumerate(class_names):
-        lines.append(f"| {name} | " + " | ".join(_score(metrics[c][index]) for c in columns) + " |")
+        missing = "absent" if metrics["per_class_iou"][index] is None else "n/a"
+        cells = " | ".join(_score(metrics[column][index], missing) for column in columns)
+        lines.append(f"| {name} | {cells} |")
     return lines
 
 

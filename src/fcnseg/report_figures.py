@@ -94,7 +94,7 @@ def gallery_figure(
     """A row per item: the image, truth and prediction overlays, and where they disagree."""
     rows = len(items)
     figure, axes = plt.subplots(rows, 4, figsize=(12, 2.9 * rows), squeeze=False)
-    titles = ("image", "truth", "prediction", "errors (red), unlabelled (grey)")
+    titles = ("image", "truth", "prediction", "errors (red), unlabelled (blue)")
     for row, item in enumerate(items):
         shown = item.image[..., 0] if item.image.shape[-1] == 1 else item.image[..., :3]
         panels = (

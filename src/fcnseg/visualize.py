@@ -75,12 +75,12 @@ def overlay(
 def error_overlay(
     image: np.ndarray, truth: np.ndarray, prediction: np.ndarray, ignore_index: int = 255
 ) -> np.ndarray:
-    """The image dimmed, wrong pixels red, unlabelled ones grey: where the model errs."""
-    if image.ndim == 2 or image.shape[-1] == 1:
-        image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=-1)
-    picture = 0.45 * image[..., :3].astype(np.float32)
+    """Where the model errs: right pixels as the image in dim grey, wrong ones red, unlabelled
+    ones (not judged) blue. Grey keeps the scene readable without competing with the marks."""
+    grey = image[..., :3].astype(np.float32).mean(axis=-1, keepdims=True)  # (H, W, 1)
+    picture = np.repeat(0.4 * grey, 3, axis=-1)
     picture[(truth != prediction) & (truth != ignore_index)] = (230, 25, 25)
-    picture[truth == ignore_index] = (128, 128, 128)
+    picture[truth == ignore_index] = (60, 120, 230)
     return picture.astype(np.uint8)
 
 
