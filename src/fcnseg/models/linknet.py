@@ -20,9 +20,10 @@ About 11.5 M parameters, as in the paper. Decoder widths follow the encoder's `c
 other ResNets work too.
 
 One deliberate deviation: the paper's figure downsamples in every encoder block, but ResNet-18's
-first stage keeps the stem's stride 4, so the first decoder block does not upsample either (as in
-the authors' own PyTorch code). Its link, the stem's max-pool output, is recomputed from the
-stride-2 feature, since the backbone exposes only the deepest feature of each stride.
+first stage keeps the stem's stride 4, so the first decoder block does not upsample either (as
+the common PyTorch implementations of LinkNet do). Its link, the stem's max-pool output, is
+recomputed from the stride-2 feature, since the backbone exposes only the deepest feature of
+each stride.
 """
 
 from __future__ import annotations
