@@ -156,6 +156,23 @@ def test_bad_options_are_refused():
         InferenceOptions(scales=(0.0, 1.0))
 
 
+def test_a_model_trained_at_half_resolution_sees_half_resolution_images(tmp_path: Path):
+    """data.inference_scale 0.5: the image is halved, the logits brought back to its size."""
+    checkpoint = write_checkpoint(tmp_path / "best.pt", inference_scale=0.5)
+    predictor, _, _ = model_from_checkpoint(checkpoint, "cpu", InferenceOptions("whole"))
+    model = build_model("unet", 3, base_width=4)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    images = smooth_image(1, 3, 40, 62)
+    with torch.no_grad():
+        logits = model.eval()(F.interpolate(images, size=(20, 31), mode="bilinear"))
+    expected = F.interpolate(logits, size=(40, 62), mode="bilinear").log_softmax(1)
+    torch.testing.assert_close(predictor.logits(images), expected, atol=1e-5, rtol=1e-4)
+    # Test-time scales are relative to the training resolution: 1.0 and 2.0 -> 0.5 and 1.0.
+    assert InferenceOptions(scales=(1.0, 2.0)).at_scale(0.5).scales == (0.5, 1.0)
+    with pytest.raises(FcnsegError, match="inference_scale must be a positive number"):
+        InferenceOptions().at_scale(0.0)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_png_writer_streams_rows_that_pillow_reads_back(tmp_path: Path, channels: int):
     rng = np.random.default_rng(0)
@@ -217,13 +234,19 @@ def test_streamed_prediction_memory_does_not_grow_with_image_height(tmp_path: Pa
     assert tall - short < 40, (short, tall)
 
 
-def write_checkpoint(path: Path, channels: int = 3, alpha: str = "drop") -> Path:
+def write_checkpoint(
+    path: Path, channels: int = 3, alpha: str = "drop", inference_scale: float = 1.0
+) -> Path:
     """An untrained tiny U-Net checkpoint reading `channels`-channel images."""
     torch.manual_seed(0)
     spec = {"name": "unet", "num_classes": 3, "in_channels": channels, "options": {"base_width": 4}}
     config = Config().to_dict()
     config["data"].update(
-        num_classes=3, image_alpha=alpha, mean=[0.5] * channels, std=[0.25] * channels
+        num_classes=3,
+        image_alpha=alpha,
+        mean=[0.5] * channels,
+        std=[0.25] * channels,
+        inference_scale=inference_scale,
     )
     model = build_model("unet", 3, channels, base_width=4)
     state = {

@@ -122,7 +122,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
         return run_dir / "report.md"  # rank 0 writes it
     best = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best["state_dict"])
-    predictor = Predictor(model, device)
+    predictor = Predictor(model, device, options=InferenceOptions().at_scale(data.inference_scale))
     evaluation = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
     summary = {
         "model": f"{config.model.name} {config.model.options or ''}".strip(),
@@ -211,6 +211,7 @@ def model_from_checkpoint(
     config = from_dict(Config, checkpoint["config"])
     channels = checkpoint["model"]["in_channels"]
     transform = build_transform("none", config.data.mean, config.data.std, channels)
+    options = (options or InferenceOptions()).at_scale(config.data.inference_scale)
     return Predictor(model, resolve_device(device), transform, options), config, checkpoint
 
 

@@ -53,6 +53,9 @@ class DataConfig:
     augment: str = "light"  # "none", "light" or "strong"; see fcnseg.data.transforms
     crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
     train_resize: tuple[int, int] | None = None  # (H, W) training images are resized to first
+    # Validation, evaluate and predict scale images by this before the network and bring the
+    # logits back to the image's size: 0.5 for a model trained on half-resolution images.
+    inference_scale: float = 1.0
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the "strong" preset
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)

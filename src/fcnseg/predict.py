@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -61,6 +61,16 @@ class InferenceOptions:
     @property
     def augmented(self) -> bool:
         return self.flip or tuple(self.scales) != (1.0,)
+
+    def at_scale(self, scale: float) -> InferenceOptions:
+        """These options for a model trained on images scaled by `scale` (data.inference_scale):
+        every view, test-time scales included, is scaled by it as well."""
+        if not scale > 0:
+            raise FcnsegError(
+                f"data.inference_scale must be a positive number (1.0: images as they are, 0.5: "
+                f"half resolution), got {scale}."
+            )
+        return replace(self, scales=tuple(view * scale for view in self.scales))
 
 
 def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:

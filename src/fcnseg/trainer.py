@@ -42,7 +42,7 @@ from fcnseg.checkpoint import (
 from fcnseg.config import Config
 from fcnseg.metrics import ConfusionMatrix, Scores
 from fcnseg.optim import build_optimizer, learning_rate
-from fcnseg.predict import Predictor
+from fcnseg.predict import InferenceOptions, Predictor
 from fcnseg.registry import lookup
 from fcnseg.report import sample_predictions
 from fcnseg.training_log import TrainingLog
@@ -96,6 +96,7 @@ class Trainer:
         self.network = distributed.wrap(self.model, self.device)  # trained (DDP when several)
         self.loss_fn = loss_fn.to(self.device)
         self.train_loader, self.val_loader = train_loader, val_loader
+        self.inference = InferenceOptions().at_scale(config.data.inference_scale)  # validation
         self.optimizer = build_optimizer(self.model, config.train)
         self.autocast_type = lookup(AUTOCAST_TYPES, config.train.precision, "train.precision")
         fp16 = config.train.precision == "fp16"
@@ -191,7 +192,8 @@ class Trainer:
     def validate(self) -> Scores:
         matrix = ConfusionMatrix(len(self.class_names), self.config.data.ignore_index)
         with self.autocast():
-            Predictor(self.model, self.device).evaluate(self.val_loader, matrix)
+            predictor = Predictor(self.model, self.device, options=self.inference)
+            predictor.evaluate(self.val_loader, matrix)
         distributed.sum_across_ranks(matrix.matrix)
         return matrix.compute()
 
@@ -259,7 +261,7 @@ class Trainer:
             self.state.elapsed_seconds = distributed.value_of_main(self.state.elapsed_seconds)
 
     def _overlay_samples(self) -> list:
-        predictor = Predictor(self.model, self.device)
+        predictor = Predictor(self.model, self.device, options=self.inference)
         samples = sample_predictions(predictor, self.val_loader.dataset, count=4)
         self.model.train()  # the Predictor switched it to eval
         return samples

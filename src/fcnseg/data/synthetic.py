@@ -76,13 +76,13 @@ def _centre(rng: np.random.Generator, y: np.ndarray) -> tuple[float, float]:
 
 def _circle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    radius = rng.uniform(0.08, 0.16) * extent
+    radius = rng.uniform(0.12, 0.22) * extent
     return (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
 
 
 def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    half_h, half_w = rng.uniform(0.06, 0.14, size=2) * extent
+    half_h, half_w = rng.uniform(0.09, 0.19, size=2) * extent
     angle = rng.uniform(0, np.pi)
     cos, sin = np.cos(angle), np.sin(angle)
     u = (x - cx) * cos + (y - cy) * sin  # coordinates along the rectangle's own axes
@@ -92,7 +92,7 @@ def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: i
 
 def _triangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    radius = rng.uniform(0.1, 0.2) * extent
+    radius = rng.uniform(0.15, 0.28) * extent
     # Vertices about 120 degrees apart, jittered: every triangle is clearly a triangle.
     angles = rng.uniform(0, 2 * np.pi) + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)
     vy, vx = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
