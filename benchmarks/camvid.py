@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_RUN = ROOT / "runs" / "camvid-cpu-20min"
 FCNSEG = [sys.executable, "-m", "fcnseg"]
+EVALUATION = "evaluation-val-last"  # last.pt scored on val, inside the run folder
 
 
 def train(run_dir: Path, config: str, overrides: list[str]) -> None:
@@ -40,19 +41,15 @@ def train(run_dir: Path, config: str, overrides: list[str]) -> None:
     sets = [argument for override in overrides for argument in ("--set", override)]
     command = [*FCNSEG, "train", config, "--out", str(run_dir), "--overwrite", "--no-progress"]
     subprocess.run([*command, "--set", f"data.root={CAMVID}", *sets], check=True, cwd=ROOT)
-    evaluation = run_dir / "evaluation-val-last"
-    subprocess.run(
-        [*FCNSEG, "evaluate", str(run_dir / "last.pt"), "--data", str(CAMVID), "--split", "val"]
-        + ["--out", str(evaluation), "--overwrite"],
-        check=True,
-        cwd=ROOT,
-    )
+    evaluation = ["--data", str(CAMVID), "--split", "val", "--out", str(run_dir / EVALUATION)]
+    last = str(run_dir / "last.pt")
+    subprocess.run([*FCNSEG, "evaluate", last, *evaluation, "--overwrite"], check=True, cwd=ROOT)
 
 
 def ours(run_dir: Path) -> dict:
     """The figures of an fcnseg run: its training history and last.pt's val scores."""
     history = json.loads((run_dir / "history.json").read_text())
-    metrics = json.loads((run_dir / "evaluation-val-last" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / EVALUATION / "metrics.json").read_text())
     steps, batch = history[-1]["step"], _batch_size(run_dir)
     seconds = history[-1]["elapsed_seconds"]
     return {
