@@ -16,13 +16,16 @@ before or after this one and never at the same time, so that both see the same m
     .venv/bin/python benchmarks/camvid.py table --peer /tmp/peer/results.json
 
 `train` runs the public commands, `fcnseg train camvid` and `fcnseg evaluate RUN/last.pt`, so
-the result is what a user gets from them; `table` prints the comparison as markdown.
+the result is what a user gets from them; `table` prints the comparison as markdown; `pictures`
+saves the pictures of last.pt's report.html under docs/images/ (the README shows them).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +103,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def pictures(run_dir: Path, out_dir: Path) -> list[Path]:
+    """Save the pictures embedded in last.pt's report.html as report_<alt text>.png files."""
+    page = (run_dir / EVALUATION / "report.html").read_text()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for alt, encoded in re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page):
+        path = out_dir / f"report_{re.sub(r'[^a-z0-9]+', '_', alt.lower()).strip('_')}.png"
+        path.write_bytes(base64.b64decode(encoded))
+        written.append(path)
+    return written
+
+
 def _batch_size(run_dir: Path) -> int:
     import yaml
 
@@ -116,12 +131,16 @@ def _model(run_dir: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["train", "table"])
+    parser.add_argument("action", choices=["train", "table", "pictures"])
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="fcnseg run folder")
     parser.add_argument("--config", default="camvid", help="recipe name or YAML path")
     parser.add_argument("--set", action="append", default=[], help="config override k=v")
     parser.add_argument("--peer", type=Path, help="camvid_peer.py's results.json")
     args = parser.parse_args()
+    if args.action == "pictures":
+        for path in pictures(args.run, ROOT / "docs" / "images"):
+            print(path.relative_to(ROOT))
+        return
     if args.action == "train":
         train(args.run, args.config, args.set)
     rows = [ours(args.run)] + ([peer(args.peer)] if args.peer else [])

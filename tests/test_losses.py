@@ -200,8 +200,11 @@ def test_median_frequency_weights_by_hand():
     assert weights == pytest.approx([4 / 5, 2.0, 1.0, 1.0])
     config = LossConfig(class_weights="median_frequency")
     assert resolve_class_weights(config, lambda: masks, 4, IGNORE).class_weights == weights
-    with pytest.raises(FcnsegError, match="median_frequency"):
-        resolve_class_weights(LossConfig(class_weights="median"), lambda: masks, 4, IGNORE)
+    gentle = LossConfig(class_weights="sqrt_median_frequency")
+    gentle_weights = resolve_class_weights(gentle, lambda: masks, 4, IGNORE).class_weights
+    assert gentle_weights == pytest.approx([math.sqrt(4 / 5), math.sqrt(2.0), 1.0, 1.0])
+    with pytest.raises(FcnsegError, match="Did you mean 'median_frequency'"):
+        resolve_class_weights(LossConfig(class_weights="median_frequncy"), lambda: masks, 4, 255)
 
 
 # --- the contract's promises, for every loss ------------------------------------------------

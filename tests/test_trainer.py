@@ -16,9 +16,9 @@ from fcnseg.commands import seed_everything
 from fcnseg.config import Config, load_config
 from fcnseg.data import make_dataset, make_loader
 from fcnseg.losses import build_loss
-from fcnseg.metrics import Scores
+from fcnseg.metrics import ConfusionMatrix, Scores
 from fcnseg.models import build_model
-from fcnseg.predict import Predictor
+from fcnseg.predict import InferenceOptions, Predictor
 from fcnseg.trainer import Trainer
 
 
@@ -83,6 +83,23 @@ def test_overfits_one_small_batch(tmp_path: Path):
     assert trainer.step_losses[-1] < 0.1 * trainer.step_losses[0]
     accuracy = (Predictor(trainer.model).labels(images) == masks).float().mean()
     assert accuracy > 0.95
+
+
+def test_validation_runs_the_network_at_the_inference_scale(tmp_path: Path):
+    """A model trained on half-resolution images is validated on halved images, scored at the
+    masks' full size: the same confusion matrix as a Predictor told to halve them."""
+    config = tiny_config("data.inference_scale=0.5", "data.synthetic_size=[48, 64]")
+    trainer = make_trainer(config, tmp_path)
+    matrix = ConfusionMatrix(4, 255)
+    Predictor(trainer.model, options=InferenceOptions(scales=(0.5,))).evaluate(
+        trainer.val_loader, matrix
+    )
+    full_size = Predictor(trainer.model).evaluate(trainer.val_loader, ConfusionMatrix(4, 255))
+    assert matrix.matrix.sum() == 2 * 48 * 64  # every pixel of the full-size masks
+    validated, expected = trainer.validate(), matrix.compute()
+    np.testing.assert_equal(validated.per_class_iou, expected.per_class_iou)  # NaN == NaN here
+    assert validated.num_pixels == expected.num_pixels
+    assert not torch.equal(matrix.matrix, full_size.matrix)  # the scale made a difference
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

@@ -145,7 +145,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
 
 def _loss_config(config: Config, train_set: SegmentationDataset) -> LossConfig:
-    """The loss config, with `class_weights: median_frequency` counted on the training masks."""
+    """The loss config, with named `class_weights` (median_frequency, ...) counted on the
+    training masks."""
 
     def masks() -> Iterator[np.ndarray]:
         return (train_set.source.load(index)[1] for index in range(len(train_set)))

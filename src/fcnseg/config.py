@@ -80,7 +80,7 @@ class LossTerm:
 class LossConfig:
     terms: list[LossTerm] = field(default_factory=lambda: [LossTerm()])  # summed, weighted
     # One per class, for the losses that take them, or "median_frequency" (Eigen & Fergus
-    # 2015), computed from the training masks when training starts.
+    # 2015) or its gentler "sqrt_median_frequency", counted on the training masks at the start.
     class_weights: list[float] | str | None = None
 
 

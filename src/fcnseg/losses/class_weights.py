@@ -1,4 +1,10 @@
-"""Class weights from the training masks: median frequency balancing (Eigen & Fergus 2015)."""
+"""Class weights from the training masks: median frequency balancing (Eigen & Fergus 2015).
+
+`loss.class_weights` names one of WEIGHTINGS: "median_frequency" (rare classes weigh up to
+median/frequency, e.g. 4-10x on CamVid's poles and signs), or "sqrt_median_frequency", its
+square root: the same order with a gentler spread, for data where the full weights make the
+model paint rare classes over common ones (on CamVid: buildings sprinkled with poles).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import torch
 
 from fcnseg.config import LossConfig
 from fcnseg.errors import FcnsegError
+from fcnseg.registry import suggest
 
 
 def median_frequency_weights(
@@ -37,22 +44,30 @@ def median_frequency_weights(
     return weights.tolist()
 
 
+WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "median_frequency": lambda weights: weights,
+    "sqrt_median_frequency": np.sqrt,
+}
+
+
 def resolve_class_weights(
     config: LossConfig,
     masks: Callable[[], Iterable[np.ndarray]],
     num_classes: int,
     ignore_index: int,
 ) -> LossConfig:
-    """The loss config with `class_weights: median_frequency` replaced by the numbers.
+    """The loss config with a named `class_weights` (see WEIGHTINGS) replaced by the numbers.
 
     `masks` is called only when needed: counting reads every training mask once.
     """
     if not isinstance(config.class_weights, str):
         return config
-    if config.class_weights != "median_frequency":
+    if config.class_weights not in WEIGHTINGS:
         raise FcnsegError(
-            f"loss.class_weights must be a list of numbers or 'median_frequency', "
-            f"got '{config.class_weights}'."
+            f"loss.class_weights must be a list of numbers, one per class, or one of "
+            f"{', '.join(WEIGHTINGS)}; got '{config.class_weights}'."
+            + suggest(config.class_weights, list(WEIGHTINGS))
         )
-    weights = median_frequency_weights(masks(), num_classes, ignore_index)
-    return dataclasses.replace(config, class_weights=weights)
+    weights = np.asarray(median_frequency_weights(masks(), num_classes, ignore_index))
+    weights = WEIGHTINGS[config.class_weights](weights)
+    return dataclasses.replace(config, class_weights=weights.tolist())
