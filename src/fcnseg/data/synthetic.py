@@ -5,7 +5,7 @@ smooth shapes (circles, rotated rectangles, triangles) of random colours are pai
 ones covering earlier ones. The mask records exactly which shape is visible at each pixel, so
 labels are exact. Each class has its own band of hues (circles reddish, rectangles greenish,
 triangles bluish) at random saturation and brightness, so colour hints at the class and shape
-settles it. Shapes are 1/4 to 1/2 of the image's shorter side across: on a small image a tiny
+settles it. Shapes are a fifth to a half of the shorter side across: on a small image a tiny
 shape is mostly boundary, and IoU would then grade edge pixels rather than recognition (a one-
 pixel error around a 10-pixel-radius circle costs 20% of its IoU).
 
