@@ -13,7 +13,7 @@ before or after this one and never at the same time, so that both see the same m
     .venv/bin/python benchmarks/camvid.py train                   # ~22 min: trains, evaluates
     HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 /tmp/peer-venv/bin/python \\
         ../shared/peers/camvid_peer.py --out /tmp/peer            # ~22 min (setup-peer-env.sh)
-    .venv/bin/python benchmarks/camvid.py table --peer /tmp/peer/results.json
+    .venv/bin/python benchmarks/camvid.py table --peer /tmp/peer/results.json [--also RUN ...]
 
 `train` runs the public commands, `fcnseg train camvid` and `fcnseg evaluate RUN/last.pt`, so
 the result is what a user gets from them; `table` prints the comparison as markdown; `pictures`
@@ -30,9 +30,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_RUN = ROOT / "runs" / "camvid-cpu-20min"
+TRAIN_IMAGES = 367  # CamVid's training split: epochs = images seen / this
 FCNSEG = [sys.executable, "-m", "fcnseg"]
 EVALUATION = "evaluation-val-last"  # last.pt scored on val, inside the run folder
 
@@ -51,14 +54,16 @@ def train(run_dir: Path, config: str, overrides: list[str]) -> None:
 
 def ours(run_dir: Path) -> dict:
     """The figures of an fcnseg run: its training history and last.pt's val scores."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     history = json.loads((run_dir / "history.json").read_text())
     metrics = json.loads((run_dir / EVALUATION / "metrics.json").read_text())
-    steps, batch = history[-1]["step"], _batch_size(run_dir)
+    images = history[-1]["step"] * config["data"]["batch_size"]
     seconds = history[-1]["elapsed_seconds"]
     return {
-        "recipe": f"fcnseg `configs/camvid.yaml` ({_model(run_dir)})",
-        "epochs": steps * batch / 367,
-        "images_per_second": steps * batch / seconds,
+        "recipe": f"fcnseg: {_recipe(config)}",
+        "short": f"fcnseg, {config['loss'].get('class_weights') or 'no'} weights",
+        "epochs": images / TRAIN_IMAGES,
+        "images_per_second": images / seconds,
         "seconds": seconds,
         "miou": metrics["miou"],
         "pixel_accuracy": metrics["pixel_accuracy"],
@@ -71,7 +76,8 @@ def peer(results_path: Path) -> dict:
     results = json.loads(results_path.read_text())
     train_stats, val = results["train"], results["val"]
     return {
-        "recipe": "peer: smp U-Net/ResNet-34, Adam, CE (`camvid_peer.py`)",
+        "recipe": "peer: smp U-Net/ResNet-34, Adam, cross-entropy (`camvid_peer.py`)",
+        "short": "peer",
         "epochs": train_stats["epochs_float"],
         "images_per_second": train_stats["train_images_per_s"],
         "seconds": train_stats["train_seconds"],
@@ -95,7 +101,7 @@ def table(rows: list[dict]) -> str:
             f"| {100 * row['pixel_accuracy']:.1f} | {zeros} |"
         )
     names = list(rows[0]["per_class_iou"])
-    lines += ["", "| class | " + " | ".join(row["recipe"].split(" (")[0] for row in rows) + " |"]
+    lines += ["", "| class | " + " | ".join(row["short"] for row in rows) + " |"]
     lines.append("|---|" + "---:|" * len(rows))
     for name in names:
         values = " | ".join(f"{100 * row['per_class_iou'][name]:.1f}" for row in rows)
@@ -115,18 +121,14 @@ def pictures(run_dir: Path, out_dir: Path) -> list[Path]:
     return written
 
 
-def _batch_size(run_dir: Path) -> int:
-    import yaml
-
-    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["batch_size"])
-
-
-def _model(run_dir: Path) -> str:
-    import yaml
-
-    model = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
-    options = ", ".join(f"{key} {value}" for key, value in (model.get("options") or {}).items())
-    return f"{model['name']}, {options}" if options else model["name"]
+def _recipe(config: dict) -> str:
+    """E.g. "linknet/resnet18, cross_entropy, sqrt_median_frequency weights"."""
+    model, loss = config["model"], config["loss"]
+    backbone = (model.get("options") or {}).get("backbone")
+    terms = " + ".join(term["name"] for term in loss["terms"])
+    weights = loss.get("class_weights")
+    named = f", {weights} weights" if isinstance(weights, str) else ""
+    return f"{model['name']}{'/' + backbone if backbone else ''}, {terms}{named}"
 
 
 def main() -> None:
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="fcnseg run folder")
     parser.add_argument("--config", default="camvid", help="recipe name or YAML path")
     parser.add_argument("--set", action="append", default=[], help="config override k=v")
+    parser.add_argument("--also", type=Path, action="append", default=[], help="more runs")
     parser.add_argument("--peer", type=Path, help="camvid_peer.py's results.json")
     args = parser.parse_args()
     if args.action == "pictures":
@@ -143,7 +146,8 @@ def main() -> None:
         return
     if args.action == "train":
         train(args.run, args.config, args.set)
-    rows = [ours(args.run)] + ([peer(args.peer)] if args.peer else [])
+    rows = [ours(run) for run in (args.run, *args.also)]
+    rows += [peer(args.peer)] if args.peer else []
     print(table(rows))
 
 
