@@ -47,20 +47,20 @@ def test_rasterised_areas_match_the_geometry(seed: int):
     inside = synthetic._circle(np.random.default_rng(seed), y, x, size)
     rng = np.random.default_rng(seed)
     cy, cx = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size
-    r = rng.uniform(0.08, 0.16) * size
+    r = rng.uniform(*synthetic.CIRCLE_RADIUS) * size
     _check_area(inside, np.pi * r**2, r < min(cy, cx, size - cy, size - cx))
 
     inside = synthetic._rectangle(np.random.default_rng(seed), y, x, size)
     rng = np.random.default_rng(seed)
     cy, cx = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size
-    half_h, half_w = rng.uniform(0.06, 0.14, size=2) * size
+    half_h, half_w = rng.uniform(*synthetic.RECTANGLE_HALF_SIDES, size=2) * size
     reach = np.hypot(half_h, half_w)
     _check_area(inside, 4 * half_h * half_w, reach < min(cy, cx, size - cy, size - cx))
 
     inside = synthetic._triangle(np.random.default_rng(seed), y, x, size)
     rng = np.random.default_rng(seed)
     cy, cx = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size
-    r = rng.uniform(0.1, 0.2) * size
+    r = rng.uniform(*synthetic.TRIANGLE_RADIUS) * size
     angles = rng.uniform(0, 2 * np.pi) + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)
     vy, vx = cy + r * np.sin(angles), cx + r * np.cos(angles)
     area = 0.5 * abs(np.dot(vx, np.roll(vy, -1)) - np.dot(vy, np.roll(vx, -1)))

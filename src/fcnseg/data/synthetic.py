@@ -70,6 +70,12 @@ def _hsv_to_rgb(hue: float, saturation: float, value: float) -> np.ndarray:
     return 255.0 * channel
 
 
+# Shape sizes as shares of the image's shorter side (drawn uniformly from each range).
+CIRCLE_RADIUS = (0.12, 0.22)
+RECTANGLE_HALF_SIDES = (0.09, 0.19)
+TRIANGLE_RADIUS = (0.15, 0.28)  # centre to vertex
+
+
 def _centre(rng: np.random.Generator, y: np.ndarray) -> tuple[float, float]:
     """A centre away from the border, so that most of each shape is in view."""
     height, width = y.shape
@@ -78,13 +84,13 @@ def _centre(rng: np.random.Generator, y: np.ndarray) -> tuple[float, float]:
 
 def _circle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    radius = rng.uniform(0.12, 0.22) * extent
+    radius = rng.uniform(*CIRCLE_RADIUS) * extent
     return (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
 
 
 def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    half_h, half_w = rng.uniform(0.09, 0.19, size=2) * extent
+    half_h, half_w = rng.uniform(*RECTANGLE_HALF_SIDES, size=2) * extent
     angle = rng.uniform(0, np.pi)
     cos, sin = np.cos(angle), np.sin(angle)
     u = (x - cx) * cos + (y - cy) * sin  # coordinates along the rectangle's own axes
@@ -94,7 +100,7 @@ def _rectangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: i
 
 def _triangle(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, extent: int) -> np.ndarray:
     cy, cx = _centre(rng, y)
-    radius = rng.uniform(0.15, 0.28) * extent
+    radius = rng.uniform(*TRIANGLE_RADIUS) * extent
     # Vertices about 120 degrees apart, jittered: every triangle is clearly a triangle.
     angles = rng.uniform(0, 2 * np.pi) + np.arange(3) * 2 * np.pi / 3 + rng.uniform(-0.3, 0.3, 3)
     vy, vx = cy + radius * np.sin(angles), cx + radius * np.cos(angles)
