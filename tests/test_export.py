@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,7 @@ def test_the_file_describes_itself_for_serving_without_fcnseg(exported: tuple[Pa
     runner = OnnxModel(onnx_path)
     assert runner.metadata["class_names"][1] == "square" and runner.in_channels == 3
     assert runner.metadata["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert runner.metadata["inference_scale"] == 1.0
 
 
 def test_onnx_backend_predicts_what_torch_predicts(exported: tuple[Path, Path], tmp_path: Path):
@@ -123,6 +127,33 @@ def test_onnx_backend_predicts_what_torch_predicts(exported: tuple[Path, Path], 
             np.asarray(Image.open(tmp_path / b / f"shape{index}.png")) for b in ("onnx", "torch")
         ]
         assert masks[0].shape == (45, 61) and (masks[0] == masks[1]).mean() >= 0.999
+
+
+def test_the_documented_onnxruntime_server_gives_fcnseg_predicts_masks(
+    exported: tuple[Path, Path], tmp_path: Path
+):
+    """docs/deployment.md's serve.py (onnxruntime, numpy, Pillow only), run as written."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text()
+    code = re.search(r"## Serving with onnxruntime.*?```python\n(.*?)```", page, re.S)
+    assert code, "docs/deployment.md lost its serving example"
+    script = tmp_path / "serve.py"
+    script.write_text(code.group(1))
+    checkpoint, onnx_path = exported
+    (tmp_path / "in").mkdir()
+    image, _ = ShapesDataset(1, (45, 61), seed=7).load(0)
+    Image.fromarray(image).save(tmp_path / "in" / "street.png")
+    argv = [
+        str(script),
+        str(onnx_path),
+        str(tmp_path / "in" / "street.png"),
+        str(tmp_path / "m.png"),
+    ]
+    subprocess.run([sys.executable, *argv], check=True, capture_output=True)
+    out = ["--out", str(tmp_path / "fcnseg"), "--backend", "onnx", "--no-progress"]
+    assert main(["predict", str(checkpoint), str(tmp_path / "in"), *out]) == 0
+    served = np.asarray(Image.open(tmp_path / "m.png"))
+    predicted = np.asarray(Image.open(tmp_path / "fcnseg" / "street.png"))
+    assert served.shape == (45, 61) and np.array_equal(served, predicted)
 
 
 def test_an_onnx_file_of_another_checkpoint_is_refused(exported, tmp_path: Path, capsys):

@@ -118,6 +118,7 @@ def _export_checked(
         "std": list(config.data.std),
         "image_mode": config.data.image_mode,
         "image_alpha": config.data.image_alpha,
+        "inference_scale": config.data.inference_scale,  # images resized by this first
         "bytes_per_pixel": predictor.bytes_per_pixel(),
         "precision": "fp32",
     }
