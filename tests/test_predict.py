@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from fcnseg import FcnsegError
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.cli import main
 from fcnseg.commands import model_from_checkpoint
 from fcnseg.config import Config, DataConfig
@@ -161,7 +161,7 @@ def test_a_model_trained_at_half_resolution_sees_half_resolution_images(tmp_path
     checkpoint = write_checkpoint(tmp_path / "best.pt", inference_scale=0.5)
     predictor, _, _ = model_from_checkpoint(checkpoint, "cpu", InferenceOptions("whole"))
     model = build_model("unet", 3, base_width=4)
-    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    model.load_state_dict(load_checkpoint(checkpoint)["state_dict"])
     images = smooth_image(1, 3, 40, 62)
     with torch.no_grad():
         logits = model.eval()(F.interpolate(images, size=(20, 31), mode="bilinear"))
