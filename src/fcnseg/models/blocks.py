@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fcnseg.models.atrous import AtrousConv2d
+
 
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias: batch norm has one) -> BatchNorm -> ReLU; 'same' padding for odd kernels."""
@@ -18,10 +20,14 @@ class ConvBNReLU(nn.Sequential):
         dilation: int = 1,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
-        super().__init__(
-            nn.Conv2d(
+        if kernel_size == 3 and stride == 1 and dilation > 1:
+            conv: nn.Conv2d = AtrousConv2d(in_channels, out_channels, dilation)
+        else:
+            conv = nn.Conv2d(
                 in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False
-            ),
+            )
+        super().__init__(
+            conv,
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -42,15 +48,7 @@ class SeparableConvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
         super().__init__(
-            nn.Conv2d(
-                in_channels,
-                in_channels,
-                kernel_size=3,
-                padding=dilation,
-                dilation=dilation,
-                groups=in_channels,
-                bias=False,
-            ),
+            AtrousConv2d(in_channels, in_channels, dilation, groups=in_channels),
             nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),

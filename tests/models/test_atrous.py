@@ -1,0 +1,99 @@
+"""AtrousConv2d against the plain convolution (values and gradients), the routes it takes, and
+the sub-grid rearrangement against a hand-worked example."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fcnseg.models import atrous
+from fcnseg.models.atrous import AtrousConv2d, batch_to_space, space_to_batch
+
+CHANNELS = 6
+# (H, W): a 1-pixel map, maps smaller than, between and larger than the rates, one of each kind
+SIZES = [(1, 1), (5, 7), (16, 16), (23, 30), (13, 40)]
+
+
+def reference(conv: AtrousConv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, conv.weight, conv.bias, 1, conv.rate, conv.rate, conv.groups)
+
+
+@pytest.mark.parametrize("rate", [1, 2, 6, 12, 18, 24])
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_values_and_gradients_are_the_plain_convolutions(rate: int, depthwise: bool) -> None:
+    torch.manual_seed(rate)
+    groups = CHANNELS if depthwise else 1
+    conv = AtrousConv2d(CHANNELS, CHANNELS, rate, groups=groups, bias=True).double()
+    for height, width in SIZES:
+        for memory_format in (torch.channels_last, torch.contiguous_format):
+            x = torch.randn(2, CHANNELS, height, width, dtype=torch.float64)
+            x = x.contiguous(memory_format=memory_format).requires_grad_()
+            expected, actual = reference(conv, x), conv(x)
+            torch.testing.assert_close(actual, expected)
+            upstream = torch.randn_like(expected)
+            inputs = (x, conv.weight, conv.bias)
+            expected_grads = torch.autograd.grad(expected, inputs, upstream)
+            actual_grads = torch.autograd.grad(actual, inputs, upstream)
+            for got, want in zip(actual_grads, expected_grads, strict=True):
+                torch.testing.assert_close(got, want)
+            with torch.inference_mode():  # the forward-only routes
+                torch.testing.assert_close(conv(x.detach()), expected.detach())
+
+
+def convolutions_run(monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: torch.Tensor):
+    """(input shape, weight shape, padding, dilation) of each convolution that conv(x) runs."""
+    calls = []
+    plain = F.conv2d
+
+    def spy(input, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(input.shape), tuple(weight.shape), tuple(padding), dilation))
+        return plain(input, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(atrous.F, "conv2d", spy)
+    conv(x)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("rate", "size", "depthwise", "grad", "expected"),
+    [
+        # rate >= the map both ways: the 1x1 centre filter, no padding
+        (18, (16, 16), True, False, ((2, 6, 16, 16), (6, 1, 1, 1), (0, 0), 18)),
+        (18, (16, 16), False, True, ((2, 6, 16, 16), (6, 6, 1, 1), (0, 0), 18)),
+        # rows in the padding only: a 1x3 filter, then sub-grids of block 3 at rate 6
+        (18, (16, 40), True, False, ((18, 6, 6, 14), (6, 1, 1, 3), (0, 6), 6)),
+        (12, (12, 30), True, False, ((8, 6, 6, 15), (6, 1, 1, 3), (0, 6), 6)),  # rate = height
+        # forward only: the smallest block that brings the rate to 6 or less
+        (12, (23, 30), True, False, ((8, 6, 12, 15), (6, 1, 3, 3), (6, 6), 6)),
+        (6, (23, 30), True, False, ((2, 6, 23, 30), (6, 1, 3, 3), (6, 6), 6)),
+        # with gradients, on a map of more than 2 rates: rate 1 on sub-grids of 3x3 or more
+        (6, (23, 30), True, True, ((72, 6, 4, 5), (6, 1, 3, 3), (1, 1), 1)),
+        # a full (not depthwise) convolution is never split
+        (12, (23, 30), False, False, ((2, 6, 23, 30), (6, 6, 3, 3), (12, 12), 12)),
+    ],
+)
+def test_the_route_taken(monkeypatch, rate, size, depthwise, grad, expected) -> None:
+    conv = AtrousConv2d(CHANNELS, CHANNELS, rate, groups=CHANNELS if depthwise else 1)
+    conv.requires_grad_(grad)
+    x = torch.randn(2, CHANNELS, *size).contiguous(memory_format=torch.channels_last)
+    assert convolutions_run(monkeypatch, conv, x) == [expected]
+
+
+def test_space_to_batch_by_hand() -> None:
+    x = torch.arange(20.0).view(1, 1, 4, 5)  # x[r, c] = 5 r + c
+    subgrids = space_to_batch(x, 2)  # (4, 1, 2, 3): sub-grid (i, j) at index 2 i + j
+    assert subgrids.shape == (4, 1, 2, 3)
+    assert subgrids.is_contiguous(memory_format=torch.channels_last)
+    # rows 0, 2 and columns 0, 2, 4
+    assert subgrids[0, 0].tolist() == [[0.0, 2.0, 4.0], [10.0, 12.0, 14.0]]
+    # rows 1, 3 and columns 1, 3, then the zero that rounds the width up to 6
+    assert subgrids[3, 0].tolist() == [[6.0, 8.0, 0.0], [16.0, 18.0, 0.0]]
+    torch.testing.assert_close(batch_to_space(subgrids, 2, 4, 5), x)
+
+
+def test_a_model_keeps_plain_convolution_parameters() -> None:
+    conv = AtrousConv2d(4, 8, 6)
+    plain = torch.nn.Conv2d(4, 8, 3, padding=6, dilation=6, bias=False)
+    assert conv.state_dict().keys() == plain.state_dict().keys()
+    assert conv.weight.shape == plain.weight.shape
