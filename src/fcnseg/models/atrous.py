@@ -57,8 +57,8 @@ class AtrousConv2d(nn.Conv2d):
         if block == 1:
             return F.conv2d(x, weight, self.bias, 1, padding, self.rate, self.groups)
         subgrids = space_to_batch(x, block)  # (N * block^2, C, H / block, W / block)
-        subgrid_padding = (padding[0] // block, padding[1] // block)
-        y = F.conv2d(subgrids, weight, self.bias, 1, subgrid_padding, self.rate // block, self.groups)
+        padding = (padding[0] // block, padding[1] // block)  # on a sub-grid, rate / block
+        y = F.conv2d(subgrids, weight, self.bias, 1, padding, self.rate // block, self.groups)
         return batch_to_space(y, block, height, width)  # (N, C_out, H, W)
 
     def subgrid_block(self, x: torch.Tensor) -> int:
