@@ -47,7 +47,7 @@ def convolutions_run(monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: tor
     plain = F.conv2d
 
     def spy(input, weight, bias, stride, padding, dilation, groups):
-        calls.append((tuple(input.shape), tuple(weight.shape), tuple(padding), dilation))
+        calls.append((tuple(input.shape), tuple(weight.shape), tuple(padding), tuple(dilation)))
         return plain(input, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(atrous.F, "conv2d", spy)
@@ -58,19 +58,22 @@ def convolutions_run(monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: tor
 @pytest.mark.parametrize(
     ("rate", "size", "depthwise", "grad", "expected"),
     [
-        # rate >= the map both ways: the 1x1 centre filter, no padding
-        (18, (16, 16), True, False, ((2, 6, 16, 16), (6, 1, 1, 1), (0, 0), 18)),
-        (18, (16, 16), False, True, ((2, 6, 16, 16), (6, 6, 1, 1), (0, 0), 18)),
+        # rate >= the map both ways: the 1x1 centre filter, no padding, no dilation
+        (18, (16, 16), True, False, ((2, 6, 16, 16), (6, 1, 1, 1), (0, 0), (1, 1))),
+        (18, (16, 16), False, True, ((2, 6, 16, 16), (6, 6, 1, 1), (0, 0), (1, 1))),
         # rows in the padding only: a 1x3 filter, then sub-grids of block 3 at rate 6
-        (18, (16, 40), True, False, ((18, 6, 6, 14), (6, 1, 1, 3), (0, 6), 6)),
-        (12, (12, 30), True, False, ((8, 6, 6, 15), (6, 1, 1, 3), (0, 6), 6)),  # rate = height
+        (18, (16, 40), True, False, ((18, 6, 6, 14), (6, 1, 1, 3), (0, 6), (1, 6))),
+        (12, (12, 30), True, False, ((8, 6, 6, 15), (6, 1, 1, 3), (0, 6), (1, 6))),  # rate = height
         # forward only: the smallest block that brings the rate to 6 or less
-        (12, (23, 30), True, False, ((8, 6, 12, 15), (6, 1, 3, 3), (6, 6), 6)),
-        (6, (23, 30), True, False, ((2, 6, 23, 30), (6, 1, 3, 3), (6, 6), 6)),
-        # with gradients, on a map of more than 2 rates: rate 1 on sub-grids of 3x3 or more
-        (6, (23, 30), True, True, ((72, 6, 4, 5), (6, 1, 3, 3), (1, 1), 1)),
+        (12, (23, 30), True, False, ((8, 6, 12, 15), (6, 1, 3, 3), (6, 6), (6, 6))),
+        (6, (23, 30), True, False, ((2, 6, 23, 30), (6, 1, 3, 3), (6, 6), (6, 6))),
+        # with gradients: rate 1 on sub-grids of at least 2x3
+        (6, (23, 30), True, True, ((72, 6, 4, 5), (6, 1, 3, 3), (1, 1), (1, 1))),
+        (12, (23, 30), True, True, ((288, 6, 2, 3), (6, 1, 3, 3), (1, 1), (1, 1))),
+        # ... and, on sub-grids that would be 2x2, the forward rule
+        (12, (16, 16), True, True, ((8, 6, 8, 8), (6, 1, 3, 3), (6, 6), (6, 6))),
         # a full (not depthwise) convolution is never split
-        (12, (23, 30), False, False, ((2, 6, 23, 30), (6, 6, 3, 3), (12, 12), 12)),
+        (12, (23, 30), False, False, ((2, 6, 23, 30), (6, 6, 3, 3), (12, 12), (12, 12))),
     ],
 )
 def test_the_route_taken(monkeypatch, rate, size, depthwise, grad, expected) -> None:

@@ -52,13 +52,16 @@ class AtrousConv2d(nn.Conv2d):
         weight = self.weight[
             :, :, slice(None) if rows else slice(1, 2), slice(None) if columns else slice(1, 2)
         ]  # (C_out, C_in / groups, 3 or 1, 3 or 1)
-        padding = (self.rate if rows else 0, self.rate if columns else 0)
+        # A 1-tap direction gets dilation 1 too: oneDNN's backward is slow for any dilation.
+        rate = (self.rate if rows else 1, self.rate if columns else 1)
+        padding = (rate[0] if rows else 0, rate[1] if columns else 0)
         block = self.subgrid_block(x) if rows or columns else 1
         if block == 1:
-            return F.conv2d(x, weight, self.bias, 1, padding, self.rate, self.groups)
+            return F.conv2d(x, weight, self.bias, 1, padding, rate, self.groups)
         subgrids = space_to_batch(x, block)  # (N * block^2, C, H / block, W / block)
-        padding = (padding[0] // block, padding[1] // block)  # on a sub-grid, rate / block
-        y = F.conv2d(subgrids, weight, self.bias, 1, padding, self.rate // block, self.groups)
+        rate = (max(1, rate[0] // block), max(1, rate[1] // block))  # on a sub-grid
+        padding = (padding[0] // block, padding[1] // block)
+        y = F.conv2d(subgrids, weight, self.bias, 1, padding, rate, self.groups)
         return batch_to_space(y, block, height, width)  # (N, C_out, H, W)
 
     def subgrid_block(self, x: torch.Tensor) -> int:
@@ -67,8 +70,10 @@ class AtrousConv2d(nn.Conv2d):
         if not depthwise or x.device.type != "cpu" or self.rate == 1:
             return 1
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if needs_grad and min(x.shape[-2:]) > 2 * self.rate:
-            # Rate 1 on sub-grids of at least 3x3, where the backward kernels are fast too.
+        height, width = x.shape[-2:]
+        if needs_grad and min(height, width) > self.rate and max(height, width) > 2 * self.rate:
+            # Rate 1 on sub-grids of at least 2x3, where the backward kernels are fast too (on
+            # 2x2 sub-grids they are not).
             return self.rate
         # The smallest block that brings the rate within the forward kernel's fast path.
         return min(
