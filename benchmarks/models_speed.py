@@ -5,8 +5,9 @@ torch.utils.flop_counter, multiply and add counted as two), eval latency at 1x3x
 after warm-up, under inference_mode) and one training step at 4x3x256x256 (forward, cross-entropy,
 backward, SGD step). Where smp has the same architecture on the same encoder it is measured in
 the same run, its input padded to a multiple of 32 (it requires that) and its output cropped, and
-the ratio fcnseg / smp is printed (below 1: fcnseg is faster). Runs alternate between the two,
-and both use the same memory format: channels-last by default, as fcnseg's trainer does.
+the ratio fcnseg / smp is printed (below 1: fcnseg is faster): runs alternate between the two,
+and the ratio is the median over runs of the two times in the same round. Both use the same
+memory format: channels-last by default, as fcnseg's trainer does.
 
 smp is never a dependency of fcnseg; it lives in a separate environment:
 
@@ -137,34 +138,39 @@ def train_step(model: nn.Module, memory_format: torch.memory_format) -> Callable
     return step
 
 
-def median_seconds(steps: list[Callable[[], None]], warmup: int, runs: int) -> list[float]:
-    """Median time of each step. Runs alternate between the steps, so that a change in the
-    machine's load during the measurement affects fcnseg and smp alike."""
+def timed_runs(steps: list[Callable[[], None]], warmup: int, runs: int) -> list[list[float]]:
+    """Seconds of each run of each step. Runs alternate between the steps, so that a change in
+    the machine's speed during the measurement affects fcnseg and smp alike."""
     for step in steps:
         for _ in range(warmup):
             step()
-    times = [[] for _ in steps]
+    times: list[list[float]] = [[] for _ in steps]
     for _ in range(runs):
         for step, seconds in zip(steps, times, strict=True):
             start = time.perf_counter()
             step()
             seconds.append(time.perf_counter() - start)
-    return [statistics.median(seconds) for seconds in times]
+    return times
 
 
 def measure(
     models: list[nn.Module], memory_format: torch.memory_format, warmup: int, runs: int
 ) -> list[dict[str, float]]:
-    """Parameters, GFLOPs, eval latency and training-step time of each model."""
+    """Parameters, GFLOPs, and the median eval latency and training-step time of each model;
+    for a second model (smp's), the ratios: the median over runs of fcnseg's time over smp's
+    in the same round, which cancels the machine's drift better than a ratio of medians."""
     results = [
         {"params": sum(p.numel() for p in m.parameters()) / 1e6, "gflops": count_gflops(m)}
         for m in models
     ]
     models = [m.to(memory_format=memory_format) for m in models]
-    eval_times = median_seconds([eval_step(m, memory_format) for m in models], warmup, runs)
-    train_times = median_seconds([train_step(m, memory_format) for m in models], warmup, runs)
-    for result, eval_time, train_time in zip(results, eval_times, train_times, strict=True):
-        result.update(eval=eval_time, train=train_time)
+    for kind, make_step in (("eval", eval_step), ("train", train_step)):
+        times = timed_runs([make_step(m, memory_format) for m in models], warmup, runs)
+        for result, seconds in zip(results, times, strict=True):
+            result[kind] = statistics.median(seconds)
+        if len(times) == 2:
+            ratios = [ours / theirs for ours, theirs in zip(*times, strict=True)]
+            results[0][f"{kind}_ratio"] = statistics.median(ratios)
     return results
 
 
@@ -187,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--only", nargs="*", help="fcnseg model names to measure")
     parser.add_argument(
         "--memory-format",
@@ -223,7 +229,7 @@ def main() -> None:
             print(row(label, ours), flush=True)
             continue
         theirs = theirs[0]
-        ratios = f"| {ours['eval'] / theirs['eval']:.2f} | {ours['train'] / theirs['train']:.2f} |"
+        ratios = f"| {ours['eval_ratio']:.2f} | {ours['train_ratio']:.2f} |"
         print(row(label, ours, ratios), flush=True)
         print(row(f"smp {counterpart[0]} (same encoder)", theirs), flush=True)
     print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f}")
