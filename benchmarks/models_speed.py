@@ -54,12 +54,6 @@ MODELS = [
     ("U-Net (classic, width 64)", "unet", {}, None),
     ("U-Net / ResNet-34", "unet", {"backbone": "resnet34"}, ("Unet", {})),
     (
-        "U-Net / ResNet-34, smp's decoder widths",
-        "unet",
-        {"backbone": "resnet34", "decoder_widths": (256, 128, 64, 32)},
-        ("Unet", {}),
-    ),
-    (
         "DeepLabv3 / ResNet-50, OS 16",
         "deeplabv3",
         {},

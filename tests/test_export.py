@@ -20,7 +20,7 @@ from fcnseg.cli import main
 from fcnseg.config import Config
 from fcnseg.data.synthetic import ShapesDataset
 from fcnseg.deploy import export_checkpoint
-from fcnseg.export import OnnxModel, fingerprint
+from fcnseg.export import OnnxModel, export_onnx, fingerprint
 from fcnseg.fastpath import fold_batch_norms, select_backend
 from fcnseg.models import build_model
 
@@ -230,7 +230,10 @@ def test_export_refuses_a_path_that_is_not_onnx(exported):
         export_checkpoint(str(checkpoint), str(checkpoint))  # would overwrite the checkpoint
 
 
-@pytest.mark.parametrize(("name", "options"), [("unet", {"base_width": 4}), ("linknet", {})])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("unet", {"base_width": 4}), ("linknet", {}), ("deeplabv3plus", {"backbone": "resnet18"})],
+)
 def test_folding_batch_norms_keeps_the_outputs_and_the_original(name: str, options: dict):
     torch.manual_seed(0)
     model = build_model(name, 3, **options).eval()
@@ -246,6 +249,21 @@ def test_folding_batch_norms_keeps_the_outputs_and_the_original(name: str, optio
         norms_before - count
     )
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == norms_before
-    images = torch.randn(2, 3, 45, 61)
-    with torch.inference_mode():
-        torch.testing.assert_close(folded(images), model(images), atol=1e-4, rtol=1e-4)
+    for shape in [(2, 3, 45, 61), (1, 3, 200, 232)]:  # DeepLab: atrous taps dropped / split
+        images = torch.randn(shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(folded(images), model(images), atol=1e-4, rtol=1e-4)
+
+
+def test_an_exported_deeplab_keeps_every_atrous_tap_for_every_size(tmp_path: Path):
+    """AtrousConv2d's size-dependent shortcuts must not be baked into the graph at the size of
+    the export's example: stride-16 maps of 4x4 (all off-centre taps in the padding), 13x15
+    and 23x30 (none)."""
+    torch.manual_seed(0)
+    model = build_model("deeplabv3plus", 3, backbone="resnet18").eval()
+    runner = OnnxModel(export_onnx(model, tmp_path / "deeplab.onnx", 3, metadata={}))
+    for shape in [(1, 3, 64, 64), (1, 3, 200, 232), (1, 3, 360, 480)]:
+        images = torch.randn(shape)
+        with torch.inference_mode():
+            expected = model(images)
+        torch.testing.assert_close(runner(images), expected, atol=1e-4, rtol=1e-4)

@@ -7,8 +7,10 @@ Differences from the paper, both now standard: convolutions are padded (the pape
 convolutions shrink the output and force tiling with overlap) and followed by batch norm.
 
 `backbone` swaps the classic contracting path for a VGG or ResNet (e.g. "resnet34", the usual
-pairing in practice): the decoder takes its widths from the backbone's `channels` and ends at the
-backbone's shallowest stride (2 for these), from where the class scores are upsampled bilinearly.
+pairing in practice): the decoder starts from the width the backbone declares for its deepest
+features and ends at the backbone's shallowest stride (2 for these), from where the class scores
+are upsampled bilinearly. Each up-convolution halves the width, as in the paper; on the classic
+encoder each stage is then as wide as its skip, on ResNet-34 the stages are 256, 128, 64, 32.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ class UNetDecoder(nn.Module):
     """The expanding path, built from the backbone's declared `channels` (stride -> width).
 
     From the deepest feature upwards: a 2x2 up-convolution, concatenation with the skip of that
-    stride, and a double convolution. It ends at the shallowest stride. Each stage's width is
-    its skip's width (the paper's symmetric U), or the next of `widths`, deepest first.
+    stride, and a double convolution. It ends at the shallowest stride. Each stage is half as
+    wide as the one below it (the paper's up-convolution "halves the number of feature
+    channels"), or takes the next of `widths`, deepest first.
     """
 
     def __init__(self, channels: dict[int, int], widths: Sequence[int] | None = None) -> None:
@@ -60,7 +63,8 @@ class UNetDecoder(nn.Module):
         strides = sorted(channels, reverse=True)  # e.g. [16, 8, 4, 2, 1]
         self.skip_strides = strides[1:]
         if widths is None:
-            widths = [channels[stride] for stride in self.skip_strides]
+            deepest = channels[strides[0]]
+            widths = [max(1, deepest >> level) for level in range(1, len(strides))]
         if len(widths) != len(self.skip_strides):
             raise FcnsegError(
                 f"U-Net decoder_widths needs {len(self.skip_strides)} widths, one per skip "
@@ -86,8 +90,8 @@ class UNetDecoder(nn.Module):
 class UNet(SegmentationModel):
     """U-Net; `backbone` "classic" (the paper's encoder, `base_width` 64) or a VGG / ResNet name.
 
-    `decoder_widths` (deepest first) narrows the decoder; e.g. (256, 128, 64, 32) on "resnet34"
-    are the widths segmentation-models-pytorch uses, 3x fewer multiply-adds at stride 2.
+    `decoder_widths` (deepest first) overrides the halving widths; e.g. (256, 128, 64, 64) on
+    "resnet34" makes each stage as wide as its skip.
     """
 
     def __init__(
