@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcnseg.models import build_model
+from fcnseg.models.atrous import AtrousConv2d
 from fcnseg.models.base import pad_to_multiple
 
 NUM_CLASSES = 21
@@ -195,7 +196,14 @@ def main() -> None:
         default="channels_last",
         help="for fcnseg and smp alike; fcnseg's trainer uses channels_last by default",
     )
+    parser.add_argument(
+        "--plain-atrous",
+        action="store_true",
+        help="ablation: fcnseg's atrous convolutions as plain nn.Conv2d, without the shortcuts",
+    )
     args = parser.parse_args()
+    if args.plain_atrous:
+        AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
     memory_format = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[
         args.memory_format
     ]
@@ -204,6 +212,7 @@ def main() -> None:
     smp_version = getattr(smp, "__version__", "not installed")
     print(
         f"torch {torch.__version__}, {args.threads} threads, {args.memory_format}, "
+        f"{'plain' if args.plain_atrous else 'fcnseg'} atrous convolutions, "
         f"smp {smp_version}, load average (1 min) at the start: {os.getloadavg()[0]:.2f}\n"
     )
     print(
