@@ -1,12 +1,12 @@
 """Atrous 3x3 convolutions on CPU: PyTorch's plain convolution against fcnseg's AtrousConv2d.
 
-Two tables. First, the forward time of a plain depthwise 3x3 convolution against its rate, which
-locates the rate past which oneDNN's fast kernel gives way (`FAST_FORWARD_RATE` in
-fcnseg.models.atrous). Second, ASPP's atrous convolutions on ResNet-50's 2048-channel map at
-the sizes that the model benchmark (benchmarks/models_speed.py) uses: a 4x3x256x256 training
-batch and a 1x3x360x480 image, at output stride 16 (rates 6, 12, 18) and 8 (12, 24, 36). For
-each: the route AtrousConv2d takes, and the median time of the forward pass (under
-inference_mode) and of forward + backward, for both.
+Two tables. First, the time of a plain depthwise 3x3 convolution against its rate, forward and
+forward + backward, which locates the rates past which oneDNN's fast kernels give way
+(`FAST_FORWARD_RATE` in fcnseg.models.atrous). Second, ASPP's atrous convolutions on
+ResNet-50's 2048-channel map at the sizes that the model benchmark (benchmarks/models_speed.py)
+uses: a 4x3x256x256 training batch and a 1x3x360x480 image, at output stride 16 (rates 6, 12,
+18) and 8 (12, 24, 36). For each: the route AtrousConv2d takes, and the median time of the
+forward pass (under inference_mode) and of forward + backward, for both.
 
     python benchmarks/atrous_speed.py [--threads 2]
 """
@@ -68,28 +68,29 @@ def training_ms(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 
 def route(conv: AtrousConv2d, x: torch.Tensor, needs_grad: bool) -> str:
     """How AtrousConv2d computes conv(x), in words."""
-    height, width = x.shape[-2:]
-    kernel = f"{3 if conv.rate < height else 1}x{3 if conv.rate < width else 1}"
+    with torch.set_grad_enabled(needs_grad):  # the weight requires grad: needs_grad decides
+        keep_rows, keep_columns, block = conv.plan(x)
+    kernel = f"{3 if keep_rows else 1}x{3 if keep_columns else 1}"
     if kernel == "1x1":
         return "1x1 (centre tap)"
-    with torch.set_grad_enabled(needs_grad):
-        block = conv.subgrid_block(x.requires_grad_(needs_grad))
     if block == 1:
         return f"{kernel}, direct"
     return f"{kernel}, split {block}x{block}, rate {conv.rate // block}"
 
 
 def rate_table(channels_last: torch.memory_format) -> None:
-    print("Plain depthwise 3x3 convolution, forward, 1x512x32x32 (ms):\n")
+    print("Plain depthwise 3x3 convolution, 1x512x32x32 (ms):\n")
     rates = list(range(1, 11))
     print("| rate | " + " | ".join(str(rate) for rate in rates) + " |")
     print("|---|" + "---:|" * len(rates))
     x = torch.randn(1, 512, 32, 32).contiguous(memory_format=channels_last)
-    times = []
-    for rate in rates:
-        conv = AtrousConv2d(512, 512, rate, groups=512).to(memory_format=channels_last)
-        times.append(forward_ms(plain(conv), x))
-    print("| ms | " + " | ".join(f"{t:.2f}" for t in times) + " |\n")
+    convs = [
+        AtrousConv2d(512, 512, rate, groups=512).to(memory_format=channels_last) for rate in rates
+    ]
+    forward = [forward_ms(plain(conv), x) for conv in convs]
+    training = [training_ms(plain(conv), x) for conv in convs]
+    print("| forward | " + " | ".join(f"{t:.2f}" for t in forward) + " |")
+    print("| forward + backward | " + " | ".join(f"{t:.2f}" for t in training) + " |\n")
 
 
 def aspp_table(channels_last: torch.memory_format) -> None:

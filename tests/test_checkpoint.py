@@ -15,11 +15,15 @@ import torch
 from fcnseg.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
+    load_weights,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
+from fcnseg.commands import model_from_checkpoint
+from fcnseg.config import Config
 from fcnseg.errors import FcnsegError
+from fcnseg.models import build_model
 
 # Saves a 32 MB checkpoint over and over, each holding its counter in every weight, and prints
 # the counter after each save. It continues the counter of the file it finds.
@@ -94,6 +98,22 @@ def test_missing_and_foreign_files_are_explained(tmp_path: Path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(FcnsegError, match="no 'fcnseg-checkpoint' marker"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_weights_that_do_not_fit_their_spec_are_named(tmp_path: Path):
+    """A ResNet U-Net saved when each decoder stage was as wide as its skip, loaded now that the
+    default halves the width: the error names the weights that differ, and the fix's page."""
+    old = build_model("unet", 2, backbone="resnet18", decoder_widths=(256, 128, 64, 64))
+    spec = {"name": "unet", "num_classes": 2, "in_channels": 3, "options": {"backbone": "resnet18"}}
+    state = {"model": spec, "state_dict": old.state_dict(), "config": Config().to_dict()}
+    save_checkpoint({**state, "class_names": ["a", "b"]}, tmp_path / "old.pt")
+    with pytest.raises(FcnsegError) as error:
+        model_from_checkpoint(tmp_path / "old.pt")
+    message = str(error.value)
+    assert "decoder.fuse.3.0.0.weight is (64, 128, 3, 3), the model's (32, 96, 3, 3)" in message
+    assert "docs/models.md" in message
+    current = build_model("unet", 2, backbone="resnet18")
+    load_weights(current, {**state, "state_dict": current.state_dict()}, "new.pt")  # fits
 
 
 @pytest.mark.parametrize("hard_links", [True, False])

@@ -100,6 +100,30 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def load_weights(model: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Load the checkpoint's weights into `model` (built from its spec), or say clearly which
+    weights do not fit, instead of torch's list of every mismatch."""
+    weights, expected = checkpoint["state_dict"], model.state_dict()
+    problems = [f"missing {key}" for key in sorted(expected.keys() - weights.keys())]
+    problems += [f"unexpected {key}" for key in sorted(weights.keys() - expected.keys())]
+    shared = expected.keys() & weights.keys()
+    reshaped = [key for key in shared if weights[key].shape != expected[key].shape]
+    problems += [
+        f"{key} is {tuple(weights[key].shape)}, the model's {tuple(expected[key].shape)}"
+        for key in sorted(reshaped, key=lambda key: (not key.endswith("weight"), key))
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        spec = checkpoint["model"]
+        raise FcnsegError(
+            f"{path}: its weights do not fit the model its spec builds ({spec['name']} "
+            f"{spec.get('options') or {}}): "
+            f"{'; '.join(problems[:3])}{more}. Was it saved by another fcnseg version? See "
+            "'Changes to default architectures' in docs/models.md."
+        )
+    model.load_state_dict(weights)
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch generator states, as plain values (weights_only-loadable)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fcnseg import distributed
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.checkpoint import load_checkpoint, load_weights
 from fcnseg.config import Config, LossConfig, build_config, from_dict, load_config, save_config
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
@@ -208,7 +208,7 @@ def model_from_checkpoint(
     """A Predictor for a checkpoint's model, normalising images as its training did."""
     checkpoint = load_checkpoint(path)
     model = _build(checkpoint["model"])
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path)
     config = from_dict(Config, checkpoint["config"])
     channels = checkpoint["model"]["in_channels"]
     transform = build_transform("none", config.data.mean, config.data.std, channels)

@@ -14,9 +14,10 @@ on the probe, and folding is abandoned if they differ. The caller's model is nev
 
 Backends, measured on this project's 2-core AVX-512 CPU (see docs/deployment.md and
 benchmarks/inference_speed.py): ONNX Runtime on an exported model beat eager PyTorch with
-channels-last by 5-14 % in float32, and torch.compile (inductor, freezing) was slower than
-both after a minute of compiling. So on CPU the choice is ONNX Runtime when an exported model for
-the checkpoint is at hand and onnxruntime is installed, else this eager path; on a GPU, eager.
+channels-last by 5-14 % in float32 at batch 1 (-1 to +10 % at batch 4), and torch.compile
+(inductor, freezing) was slower than both after a minute of compiling. So on CPU the choice is
+ONNX Runtime when an exported model for the checkpoint is at hand and onnxruntime is installed,
+else this eager path; on a GPU, eager.
 """
 
 from __future__ import annotations

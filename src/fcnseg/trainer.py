@@ -35,6 +35,7 @@ from fcnseg import distributed
 from fcnseg.checkpoint import (
     copy_checkpoint,
     load_checkpoint,
+    load_weights,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -244,7 +245,7 @@ class Trainer:
     def resume(self, checkpoint_path: Path) -> None:
         """Continue from a checkpoint written by `checkpoint_state`."""
         checkpoint = load_checkpoint(checkpoint_path)
-        self.model.load_state_dict(checkpoint["state_dict"])
+        load_weights(self.model, checkpoint, checkpoint_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         if checkpoint.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint["scaler"])

@@ -19,7 +19,7 @@ def reference(conv: AtrousConv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, conv.weight, conv.bias, 1, conv.rate, conv.rate, conv.groups)
 
 
-@pytest.mark.parametrize("rate", [1, 2, 6, 12, 18, 24])
+@pytest.mark.parametrize("rate", [1, 2, 6, 7, 12, 18, 24])  # 7: no divisor brings it to 6
 @pytest.mark.parametrize("depthwise", [True, False])
 def test_values_and_gradients_are_the_plain_convolutions(rate: int, depthwise: bool) -> None:
     torch.manual_seed(rate)
@@ -41,14 +41,19 @@ def test_values_and_gradients_are_the_plain_convolutions(rate: int, depthwise: b
                 torch.testing.assert_close(conv(x.detach()), expected.detach())
 
 
-def convolutions_run(monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: torch.Tensor):
+Call = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def convolutions_run(
+    monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: torch.Tensor
+) -> list[Call]:
     """(input shape, weight shape, padding, dilation) of each convolution that conv(x) runs."""
     calls = []
     plain = F.conv2d
 
-    def spy(input, weight, bias, stride, padding, dilation, groups):
-        calls.append((tuple(input.shape), tuple(weight.shape), tuple(padding), tuple(dilation)))
-        return plain(input, weight, bias, stride, padding, dilation, groups)
+    def spy(images, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(images.shape), tuple(weight.shape), tuple(padding), tuple(dilation)))
+        return plain(images, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(atrous.F, "conv2d", spy)
     conv(x)
@@ -76,11 +81,57 @@ def convolutions_run(monkeypatch: pytest.MonkeyPatch, conv: AtrousConv2d, x: tor
         (12, (23, 30), False, False, ((2, 6, 23, 30), (6, 6, 3, 3), (12, 12), (12, 12))),
     ],
 )
-def test_the_route_taken(monkeypatch, rate, size, depthwise, grad, expected) -> None:
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_the_route_taken(
+    monkeypatch: pytest.MonkeyPatch,
+    rate: int,
+    size: tuple[int, int],
+    depthwise: bool,
+    grad: bool,
+    expected: Call,
+    memory_format: torch.memory_format,
+) -> None:
     conv = AtrousConv2d(CHANNELS, CHANNELS, rate, groups=CHANNELS if depthwise else 1)
     conv.requires_grad_(grad)
-    x = torch.randn(2, CHANNELS, *size).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, CHANNELS, *size).contiguous(memory_format=memory_format)
     assert convolutions_run(monkeypatch, conv, x) == [expected]
+
+
+def test_the_output_keeps_the_inputs_memory_format() -> None:
+    conv = AtrousConv2d(CHANNELS, CHANNELS, 12, groups=CHANNELS)  # split 2x2 in inference
+    with torch.inference_mode():
+        for memory_format in (torch.channels_last, torch.contiguous_format):
+            x = torch.randn(1, CHANNELS, 23, 30).contiguous(memory_format=memory_format)
+            assert conv(x).is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit's own note on itself
+def test_a_trace_keeps_every_tap_for_other_sizes() -> None:
+    """Traced on a map smaller than the rate (where eager mode drops the off-centre taps), the
+    graph must still hold the whole 3x3 convolution, right at a larger size."""
+    conv = AtrousConv2d(CHANNELS, CHANNELS, 12, groups=CHANNELS).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(conv, torch.randn(1, CHANNELS, 8, 8))
+        x = torch.randn(1, CHANNELS, 30, 30)
+        torch.testing.assert_close(traced(x), reference(conv, x))
+
+
+def test_under_bfloat16_autocast_the_routes_match_the_plain_convolution() -> None:
+    conv = AtrousConv2d(CHANNELS, CHANNELS, 12, groups=CHANNELS, bias=True)
+    for size in [(8, 8), (23, 30), (16, 40)]:  # 1x1 centre tap, split 2x2, 1x3 and split
+        x = torch.randn(2, CHANNELS, *size)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            actual, expected = conv(x), reference(conv, x)
+        assert actual.dtype == expected.dtype == torch.bfloat16
+        torch.testing.assert_close(actual.float(), expected.float(), atol=0.05, rtol=0.02)
+
+
+def test_a_changed_layer_falls_back_to_the_plain_convolution() -> None:
+    conv = AtrousConv2d(CHANNELS, CHANNELS, 6, groups=CHANNELS)
+    conv.stride = (2, 2)  # no longer the layer the routes were written for
+    x = torch.randn(1, CHANNELS, 23, 30)
+    expected = F.conv2d(x, conv.weight, None, 2, 6, 6, CHANNELS)
+    torch.testing.assert_close(conv(x), expected)
 
 
 def test_space_to_batch_by_hand() -> None:

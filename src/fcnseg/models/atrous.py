@@ -15,8 +15,10 @@ both give the plain convolution's values and gradients (up to float rounding):
    the forward pass up to rate 6; beyond that they are several times slower. See
    `benchmarks/atrous_speed.py` for the measurements.
 
-While a model is traced or compiled (ONNX export), the plain convolution is used, so that the
-exported graph holds one convolution that is right at every input size.
+While a model is traced or compiled (`torch.jit.trace`, `torch.export`, ONNX export,
+`torch.compile`), the plain convolution is used, so that the exported graph holds one
+convolution that is right at every input size. `torch.jit.script` and `torch.fx.symbolic_trace`
+cannot follow the size-dependent routes and are not supported.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The largest rate at which oneDNN's depthwise forward kernel keeps its fast path (CPU).
+# The largest rate at which oneDNN's depthwise forward kernel keeps its fast path, measured with
+# torch 2.13 on an AVX-512 AMD EPYC (benchmarks/atrous_speed.py). On other CPUs the cliff may sit
+# elsewhere; the routes stay exact either way, only their speed changes.
 FAST_FORWARD_RATE = 6
 
 
@@ -42,45 +46,65 @@ class AtrousConv2d(nn.Conv2d):
         super().__init__(
             in_channels, out_channels, 3, padding=rate, dilation=rate, groups=groups, bias=bias
         )
-        self.rate = rate
+
+    @property
+    def rate(self) -> int:
+        return self.dilation[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or not self.is_atrous_3x3():
             return super().forward(x)
-        height, width = x.shape[-2:]
-        rows, columns = self.rate < height, self.rate < width  # do off-centre taps see the map?
+        keep_rows, keep_columns, block = self.plan(x)
         weight = self.weight[
-            :, :, slice(None) if rows else slice(1, 2), slice(None) if columns else slice(1, 2)
+            :,
+            :,
+            slice(None) if keep_rows else slice(1, 2),
+            slice(None) if keep_columns else slice(1, 2),
         ]  # (C_out, C_in / groups, 3 or 1, 3 or 1)
-        # A 1-tap direction gets dilation 1 too: oneDNN's backward is slow for any dilation.
-        rate = (self.rate if rows else 1, self.rate if columns else 1)
-        padding = (rate[0] if rows else 0, rate[1] if columns else 0)
-        block = self.subgrid_block(x) if rows or columns else 1
+        # The dilation and padding of a direction left with one tap are 1 and 0 (oneDNN's
+        # backward kernels are slow at any dilation above 1). On a sub-grid, the rate / block.
+        dilation = (
+            self.rate // block if keep_rows else 1,
+            self.rate // block if keep_columns else 1,
+        )
+        padding = (dilation[0] if keep_rows else 0, dilation[1] if keep_columns else 0)
         if block == 1:
-            return F.conv2d(x, weight, self.bias, 1, padding, rate, self.groups)
+            return F.conv2d(x, weight, self.bias, 1, padding, dilation, self.groups)
         subgrids = space_to_batch(x, block)  # (N * block^2, C, H / block, W / block)
-        rate = (max(1, rate[0] // block), max(1, rate[1] // block))  # on a sub-grid
-        padding = (padding[0] // block, padding[1] // block)
-        y = F.conv2d(subgrids, weight, self.bias, 1, padding, rate, self.groups)
-        return batch_to_space(y, block, height, width)  # (N, C_out, H, W)
+        y = F.conv2d(subgrids, weight, self.bias, 1, padding, dilation, self.groups)
+        y = batch_to_space(y, block, *x.shape[-2:])  # (N, C_out, H, W), channels-last
+        return y if is_channels_last(x) else y.contiguous()
 
-    def subgrid_block(self, x: torch.Tensor) -> int:
-        """The block of the sub-grids to convolve instead of `x`; 1 to convolve `x` itself."""
-        depthwise = self.groups == self.in_channels == self.out_channels
-        if not depthwise or x.device.type != "cpu" or self.rate == 1:
-            return 1
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+    def is_atrous_3x3(self) -> bool:
+        """Still what __init__ built (the routes assume it): stride 1, padding = dilation."""
+        return (
+            self.stride == (1, 1)
+            and self.dilation[0] == self.dilation[1]
+            and self.padding == self.dilation
+            and self.padding_mode == "zeros"
+        )
+
+    def plan(self, x: torch.Tensor) -> tuple[bool, bool, int]:
+        """How to compute the convolution of `x`: whether the kernel keeps its rows and its
+        columns of off-centre taps (they see the map only if the rate is below its size), and
+        the block of the sub-grids to convolve instead of `x` (1: convolve `x` itself)."""
         height, width = x.shape[-2:]
+        keep_rows, keep_columns = self.rate < height, self.rate < width
+        depthwise = self.groups == self.in_channels == self.out_channels
+        if not (keep_rows or keep_columns) or not depthwise or x.device.type != "cpu":
+            return keep_rows, keep_columns, 1
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         if needs_grad and min(height, width) > self.rate and max(height, width) > 2 * self.rate:
             # Rate 1 on sub-grids of at least 2x3, where the backward kernels are fast too (on
             # 2x2 sub-grids they are not).
-            return self.rate
+            return keep_rows, keep_columns, self.rate
         # The smallest block that brings the rate within the forward kernel's fast path.
-        return min(
+        block = min(
             block
             for block in range(1, self.rate + 1)
             if self.rate % block == 0 and self.rate // block <= FAST_FORWARD_RATE
         )
+        return keep_rows, keep_columns, block
 
 
 def space_to_batch(x: torch.Tensor, block: int) -> torch.Tensor:
@@ -104,3 +128,7 @@ def batch_to_space(y: torch.Tensor, block: int, height: int, width: int) -> torc
     y = y.permute(0, 2, 3, 1).reshape(batch // block**2, block, block, rows, columns, c)
     y = y.permute(0, 3, 1, 4, 2, 5).reshape(-1, rows * block, columns * block, c)
     return y[:, :height, :width].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

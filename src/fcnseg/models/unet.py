@@ -9,8 +9,9 @@ convolutions shrink the output and force tiling with overlap) and followed by ba
 `backbone` swaps the classic contracting path for a VGG or ResNet (e.g. "resnet34", the usual
 pairing in practice): the decoder starts from the width the backbone declares for its deepest
 features and ends at the backbone's shallowest stride (2 for these), from where the class scores
-are upsampled bilinearly. Each up-convolution halves the width, as in the paper; on the classic
-encoder each stage is then as wide as its skip, on ResNet-34 the stages are 256, 128, 64, 32.
+are upsampled bilinearly. Each up-convolution halves the width, as in the paper: on the classic
+encoder each stage is then as wide as its skip; on ResNet-18/34 and VGG-16 the stages are 256,
+128, 64, 32; on ResNet-50/101 (2048 deep) 1024, 512, 256, 128.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class UNetDecoder(nn.Module):
         self.skip_strides = strides[1:]
         if widths is None:
             deepest = channels[strides[0]]
-            widths = [max(1, deepest >> level) for level in range(1, len(strides))]
+            widths = [max(1, deepest // 2**level) for level in range(1, len(strides))]
         if len(widths) != len(self.skip_strides):
             raise FcnsegError(
                 f"U-Net decoder_widths needs {len(self.skip_strides)} widths, one per skip "
