@@ -66,10 +66,10 @@ def training_ms(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return median_ms(step)
 
 
-def route(conv: AtrousConv2d, x: torch.Tensor, needs_grad: bool) -> str:
-    """How AtrousConv2d computes conv(x), in words."""
-    with torch.set_grad_enabled(needs_grad):  # the weight requires grad: needs_grad decides
-        keep_rows, keep_columns, block = conv.plan(x)
+def route(conv: AtrousConv2d, x: torch.Tensor) -> str:
+    """How AtrousConv2d computes conv(x), in words (its backward convolves the gradient by the
+    same route; see DepthwiseAtrousFunction)."""
+    keep_rows, keep_columns, block = conv.plan(x)
     kernel = f"{3 if keep_rows else 1}x{3 if keep_columns else 1}"
     if kernel == "1x1":
         return "1x1 (centre tap)"
@@ -96,8 +96,7 @@ def rate_table(channels_last: torch.memory_format) -> None:
 def aspp_table(channels_last: torch.memory_format) -> None:
     print("ASPP's depthwise atrous convolutions (ms), plain F.conv2d vs AtrousConv2d:\n")
     print(
-        "| map | rate | route (forward / training) | forward plain | forward fcnseg "
-        "| fwd+bwd plain | fwd+bwd fcnseg |"
+        "| map | rate | route | forward plain | forward fcnseg | fwd+bwd plain | fwd+bwd fcnseg |"
     )
     print("|---|---:|---|---:|---:|---:|---:|")
     for label, shape, rates in CASES:
@@ -106,7 +105,7 @@ def aspp_table(channels_last: torch.memory_format) -> None:
             torch.manual_seed(0)
             conv = AtrousConv2d(CHANNELS, CHANNELS, rate, groups=CHANNELS)
             conv = conv.to(memory_format=channels_last)
-            routes = f"{route(conv, x, False)} / {route(conv, x, True)}"
+            routes = route(conv, x)
             times = [
                 forward_ms(plain(conv), x),
                 forward_ms(conv, x),

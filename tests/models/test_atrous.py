@@ -72,11 +72,8 @@ def convolutions_run(
         # forward only: the smallest block that brings the rate to 6 or less
         (12, (23, 30), True, False, ((8, 6, 12, 15), (6, 1, 3, 3), (6, 6), (6, 6))),
         (6, (23, 30), True, False, ((2, 6, 23, 30), (6, 1, 3, 3), (6, 6), (6, 6))),
-        # with gradients: rate 1 on sub-grids of at least 2x3
-        (6, (23, 30), True, True, ((72, 6, 4, 5), (6, 1, 3, 3), (1, 1), (1, 1))),
-        (12, (23, 30), True, True, ((288, 6, 2, 3), (6, 1, 3, 3), (1, 1), (1, 1))),
-        # ... and, on sub-grids that would be 2x2, the forward rule
-        (12, (16, 16), True, True, ((8, 6, 8, 8), (6, 1, 3, 3), (6, 6), (6, 6))),
+        # with gradients, the same forward route (the backward has its own, tested below)
+        (12, (23, 30), True, True, ((8, 6, 12, 15), (6, 1, 3, 3), (6, 6), (6, 6))),
         # a full (not depthwise) convolution is never split
         (12, (23, 30), False, False, ((2, 6, 23, 30), (6, 6, 3, 3), (12, 12), (12, 12))),
     ],
@@ -95,6 +92,29 @@ def test_the_route_taken(
     conv.requires_grad_(grad)
     x = torch.randn(2, CHANNELS, *size).contiguous(memory_format=memory_format)
     assert convolutions_run(monkeypatch, conv, x) == [expected]
+
+
+def test_a_depthwise_backward_convolves_the_gradient_by_the_forward_route(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The input's gradient is the same convolution with the kernel turned by 180 degrees (so
+    it takes the same fast route); the kernel's gradient needs no convolution at all."""
+    conv = AtrousConv2d(CHANNELS, CHANNELS, 12, groups=CHANNELS)
+    calls = []
+    plain = F.conv2d
+
+    def spy(images, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(images.shape), weight.detach().clone(), tuple(dilation)))
+        return plain(images, weight, bias, stride, padding, dilation, groups)
+
+    monkeypatch.setattr(atrous.F, "conv2d", spy)
+    x = torch.randn(2, CHANNELS, 23, 30).contiguous(memory_format=torch.channels_last)
+    conv(x.requires_grad_()).sum().backward()
+    (forward_shape, forward_weight, forward_rate), (backward_shape, backward_weight, rate) = calls
+    assert forward_shape == backward_shape == (8, CHANNELS, 12, 15)  # split 2x2 both ways
+    assert forward_rate == rate == (6, 6)
+    torch.testing.assert_close(forward_weight, conv.weight.detach())
+    torch.testing.assert_close(backward_weight, conv.weight.detach().flip(-2, -1))
 
 
 def test_the_output_keeps_the_inputs_memory_format() -> None:
