@@ -11,9 +11,9 @@ all give the plain convolution's values and gradients (up to float rounding):
 2. **Depthwise filters run on sub-grids (CPU).** A depthwise filter of rate r only ever combines
    pixels that are a multiple of r apart, so the map splits into interleaved sub-grids, each
    convolved at a rate r / block ("space to batch", the way TensorFlow computes atrous
-   convolution). oneDNN's depthwise forward kernel is fast up to rate 6 and about 15x slower
+   convolution). oneDNN's depthwise forward kernel is fast up to rate 6 and over 15x slower
    beyond, so the block is the smallest that brings the rate to 6 or less.
-3. **Depthwise gradients avoid oneDNN's dilated backward kernels (CPU)**, which are about 8x
+3. **Depthwise gradients avoid oneDNN's dilated backward kernels (CPU)**, which are about 10x
    slower at any rate above 1 than at rate 1: the input's gradient is a forward convolution by
    the routes above, the kernel's gradient nine sums of products (`DepthwiseAtrousFunction`).
 
