@@ -60,6 +60,7 @@ scores = trainer.validate()
 if distributed.is_main():
     Path(sys.argv[1]).write_text(json.dumps(scores.to_dict()))
 distributed.stop()
+distributed.end_process(0)  # as fcnseg's CLI ends under torchrun (see end_process)
 """
 
 

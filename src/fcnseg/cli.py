@@ -15,6 +15,7 @@ A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -251,6 +252,15 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    status = run_command(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker (torch is loaded)
+        from fcnseg.distributed import end_process
+
+        end_process(status)  # see there: the interpreter's teardown can abort the worker
+    return status
+
+
+def run_command(args: argparse.Namespace) -> int:
     try:
         return HANDLERS[args.command](args)
     except FcnsegError as error:
