@@ -60,7 +60,7 @@ scores = trainer.validate()
 if distributed.is_main():
     Path(sys.argv[1]).write_text(json.dumps(scores.to_dict()))
 distributed.stop()
-distributed.end_process(0)  # as fcnseg's CLI ends under torchrun (see end_process)
+distributed.end_worker(0)  # as fcnseg's CLI ends under torchrun; nothing in one process
 """
 
 
@@ -126,3 +126,11 @@ def test_evaluation_batches_cover_every_item_once(monkeypatch, size: int, world:
         seen += [batch.tolist() for batch in loader]
     single = [list(range(start, min(start + 2, size))) for start in range(0, size, 2)]
     assert sorted(seen) == single  # the single-process batches, each exactly once
+
+
+def test_ending_a_worker_does_nothing_in_a_plain_process(monkeypatch):
+    """Were it to end this process, pytest would stop here with status 3 (a failed CI run),
+    never silently: the evaluation test above runs its script, end_worker(0) included, here."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    distributed.end_worker(3)
+    assert not torch.distributed.is_initialized()

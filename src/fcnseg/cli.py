@@ -254,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status = run_command(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker (torch is loaded)
-        from fcnseg.distributed import end_process
+        from fcnseg.distributed import end_worker
 
-        end_process(status)  # see there: the interpreter's teardown can abort the worker
+        end_worker(status)  # see there: the interpreter's teardown can abort the worker
     return status
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -48,12 +47,17 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def end_process(status: int) -> NoReturn:
-    """End a torchrun worker now, after flushing its output, skipping the interpreter's
-    teardown: there, after all work was done and the group destroyed, a C++ thread of the
+def end_worker(status: int) -> None:
+    """Under torchrun, end this worker now, after flushing its output, skipping the
+    interpreter's teardown; in a plain process, do nothing.
+
+    In that teardown, after all work was done and the group destroyed, a C++ thread of the
     distributed runtime aborted the process ("terminate called without an active exception",
-    SIGABRT) in about one run in five on CPU with gloo (torch 2.13); torchrun then reports the
-    whole job as failed. Every file fcnseg writes is closed (and checkpoints synced) by then."""
+    SIGABRT) in about one run in five on CPU with gloo (torch 2.13), and torchrun then reported
+    the whole job as failed. Every file fcnseg writes is closed (checkpoints synced) by then.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
