@@ -134,7 +134,8 @@ class DepthwiseAtrousFunction(torch.autograd.Function):
     kernel turned by 180 degrees, so it takes the fast forward routes too. The kernel's gradient
     at each tap is the sum, over the positions where the tap sees the map, of the output's
     gradient times the input shifted by the tap's offset: nine sums of products, most of them
-    over small overlaps when the rate is large against the map.
+    over small overlaps when the rate is large against the map. Differentiable once (no
+    `create_graph=True` through it).
     """
 
     @staticmethod
