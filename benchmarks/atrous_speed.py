@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from models_speed import timed_runs  # this folder's model benchmark: the same timing loop
 
 from fcnseg.models.atrous import AtrousConv2d
 
@@ -35,14 +35,7 @@ CASES = [
 
 
 def median_ms(step: Callable[[], object], warmup: int = 2, runs: int = 9) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(timed_runs([step], warmup, runs)[0])
 
 
 def plain(conv: AtrousConv2d) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -15,7 +15,6 @@ A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -253,10 +252,9 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status = run_command(args)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker (torch is loaded)
-        from fcnseg.distributed import end_worker
+    from fcnseg.distributed import end_worker  # every command has loaded torch by now
 
-        end_worker(status)  # see there: the interpreter's teardown can abort the worker
+    end_worker(status)  # a torchrun worker ends here (see there); a plain process goes on
     return status
 
 

@@ -30,9 +30,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def start() -> None:
     """Join the process group that torchrun's environment describes (once; else a no-op)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    if not launched_by_torchrun() or dist.is_initialized():
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
@@ -56,7 +60,7 @@ def end_worker(status: int) -> None:
     SIGABRT) in about one run in five on CPU with gloo (torch 2.13), and torchrun then reported
     the whole job as failed. Every file fcnseg writes is closed (checkpoints synced) by then.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_by_torchrun():
         return
     sys.stdout.flush()
     sys.stderr.flush()
