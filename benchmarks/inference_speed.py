@@ -5,10 +5,10 @@ per second at 1x3x360x480 and 4x3x360x480 through:
 
     smp eager fp32         what users run today: smp's model, plain eager PyTorch (NCHW,
                            inference_mode), input padded to 32 and logits cropped
-    fcnseg torch fp32      batch norm folded, channels-last, inference_mode (fcnseg.fastpath)
+    fcnseg torch fp32      batch norm folded, channels-last, inference_mode (inference.backends)
     fcnseg onnxrt fp32     the exported model in ONNX Runtime: the default CPU path once exported
     fcnseg torch bf16      the folded channels-last model under bf16 autocast (AVX-512 BF16)
-    fcnseg onnxrt int8     static int8 (QDQ, per-channel weights) via fcnseg.quantize
+    fcnseg onnxrt int8     static int8 (QDQ, per-channel weights) via fcnseg.export.int8
 
 All paths are timed in one process, alternating between them, so that a change in the machine's
 load hits them alike. GFLOP per image are counted with torch.utils.flop_counter (a multiply-add
@@ -42,11 +42,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from fcnseg.export import OnnxModel, export_onnx
-from fcnseg.fastpath import prepare_for_cpu
+from fcnseg.export.int8 import quantize_static_int8
+from fcnseg.export.onnx import export_onnx
+from fcnseg.inference.backends import OnnxModel, prepare_for_cpu
 from fcnseg.models import build_model
 from fcnseg.models.base import pad_to_multiple
-from fcnseg.quantize import quantize_static_int8
 
 NUM_CLASSES = 11
 HEIGHT, WIDTH = 360, 480
@@ -150,7 +150,7 @@ def camvid_images(split: str, count: int) -> list[tuple[torch.Tensor, torch.Tens
 
 def label_change(reference: Run, other: Run, pairs, trained: bool) -> str:
     """mIoU change in points (trained weights), else label agreement with the reference."""
-    from fcnseg.metrics import ConfusionMatrix
+    from fcnseg.metrics.confusion import ConfusionMatrix
 
     if not pairs:
         return "n/a (no CamVid)"
@@ -172,7 +172,7 @@ def fcnseg_runs(model: nn.Module, scratch: Path, calibration: list) -> dict[str,
     float_path = export_onnx(model, scratch / "float.onnx", 3, {"precision": "fp32"})
     images = [image for image, _ in calibration] or [torch.randn(3, HEIGHT, WIDTH)]
     int8_path = quantize_static_int8(float_path, scratch / "int8.onnx", images)
-    folded = prepare_for_cpu(model, channels=3)
+    folded, _ = prepare_for_cpu(model, channels=3)
     threads = torch.get_num_threads()
     return {
         "fcnseg torch fp32": eager(folded, channels_last=True),

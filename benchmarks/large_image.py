@@ -2,7 +2,7 @@
 
 For each (image side, file format, tile size) the prediction runs in a fresh child process, which
 reports its own peak resident memory (resource.getrusage ru_maxrss) and wall time; the mask and
-overlay PNGs are written band by band as tiles finish (fcnseg.streaming). Formats:
+overlay PNGs are written band by band as tiles finish (fcnseg.inference.streaming). Formats:
 
     tiff   uncompressed 8-bit TIFF: read band by band from the file, so nothing grows with the image
     png    PNG cannot be read in parts: decoded once into uint8 (side^2 bytes), the rest in bands
@@ -85,7 +85,7 @@ def write_image(path: Path, side: int) -> None:
 def measure(checkpoint: Path, image: Path, out: Path, tile: int, threads: int) -> dict:
     """Run in a child: predict one image, report peak RSS and time."""
     from fcnseg.commands import predict
-    from fcnseg.predict import InferenceOptions
+    from fcnseg.inference.predictor import InferenceOptions
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

@@ -20,9 +20,9 @@ from fcnseg.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from fcnseg.commands import model_from_checkpoint
 from fcnseg.config import Config
 from fcnseg.errors import FcnsegError
+from fcnseg.inference import load
 from fcnseg.models import build_model
 
 # Saves a 32 MB checkpoint over and over, each holding its counter in every weight, and prints
@@ -108,7 +108,7 @@ def test_weights_that_do_not_fit_their_spec_are_named(tmp_path: Path):
     state = {"model": spec, "state_dict": old.state_dict(), "config": Config().to_dict()}
     save_checkpoint({**state, "class_names": ["a", "b"]}, tmp_path / "old.pt")
     with pytest.raises(FcnsegError) as error:
-        model_from_checkpoint(tmp_path / "old.pt")
+        load(tmp_path / "old.pt")
     message = str(error.value)
     assert "decoder.fuse.3.0.0.weight is (64, 128, 3, 3), the model's (32, 96, 3, 3)" in message
     assert "docs/models.md" in message

@@ -3,10 +3,11 @@
 A checkpoint is a dict of tensors and plain Python values:
 
     format, version        "fcnseg-checkpoint", 1
-    model                  {name, num_classes, in_channels, options}: enough to rebuild it
+    model                  ModelSpec as a dict {name, num_classes, in_channels, options}
     state_dict             the model's weights
     config                 the resolved run config (a plain dict)
     class_names            for reports and pictures
+    palette                (K, 3) RGB colour of each class, as lists (the training data's own)
     optimizer              the optimizer's state (momentum, Adam moments)
     scaler                 the fp16 loss scale and its growth tracker ({} in fp32 and bf16)
     rng                    Python, NumPy, torch (and CUDA) generator states
@@ -19,7 +20,9 @@ Saving writes `.<name>.partial` in the same folder, flushes it to disk, and rena
 old file: a rename within one file system is atomic, so a process killed at any moment leaves
 either the previous checkpoint or the new one, never a torn file (tested with SIGKILL). The
 next save overwrites a partial file left by a killed writer; one process writes a run folder.
-Loading uses `weights_only=True`, which refuses to unpickle anything but tensors and plain
+`model_checkpoint` makes the part every checkpoint has (everything above the optimizer), for a
+model trained elsewhere, a test or a benchmark; the Trainer adds its progress to it. Loading uses
+`weights_only=True`, which refuses to unpickle anything but tensors and plain
 containers, so a checkpoint from elsewhere cannot run code.
 """
 
@@ -30,16 +33,86 @@ import pickle
 import random
 import shutil
 import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from fcnseg.config import Config
 from fcnseg.errors import FcnsegError
+from fcnseg.models import build_model
+from fcnseg.palette import PALETTE
 
 FORMAT = "fcnseg-checkpoint"
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a checkpoint's model: the registry name and its arguments."""
+
+    name: str
+    num_classes: int
+    in_channels: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """The model, freshly initialised (load weights with `load_weights`)."""
+        return build_model(self.name, self.num_classes, self.in_channels, **self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Any, path: str | Path = "checkpoint") -> ModelSpec:
+        """A spec from a checkpoint's `model` entry, or a clear error if it is damaged."""
+        expected = {"name": str, "num_classes": int, "in_channels": int, "options": dict}
+        if not isinstance(spec, Mapping):
+            raise FcnsegError(f"{path}: its 'model' entry is {type(spec).__name__}, not a spec.")
+        for key, kind in expected.items():
+            value = spec.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise FcnsegError(
+                    f"{path}: its model spec has {key}={value!r}, expected a "
+                    f"{kind.__name__}; the file was not written by fcnseg or is damaged."
+                )
+        return cls(spec["name"], spec["num_classes"], spec["in_channels"], dict(spec["options"]))
+
+
+def model_checkpoint(
+    model: nn.Module,
+    spec: ModelSpec,
+    config: Config | None = None,
+    class_names: Sequence[str] | None = None,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint of a model outside a training run: spec, weights, config, classes.
+
+    The config defaults to the defaults with the spec's class count; class names to "class 0",
+    "class 1", ...; the palette to fcnseg's fixed one.
+    """
+    count = spec.num_classes
+    if config is None:
+        config = Config()
+        config.data.num_classes = count
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
+    colours = np.asarray(PALETTE[:count] if palette is None else palette, dtype=np.int64)
+    return {
+        "model": spec.to_dict(),
+        "state_dict": model.state_dict(),
+        "config": config.to_dict(),
+        "class_names": names,
+        "palette": colours[:count].tolist(),
+    }
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,7 @@
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR]
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
-    fcnseg export CHECKPOINT [--format onnx] [--out FILE] [--int8 --calibrate DIR [--force]]
+    fcnseg export CHECKPOINT [--out FILE] [--int8 --calibrate DIR [--force]]
     fcnseg models
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
@@ -79,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="ONNX (and int8) model for deployment")
     export.add_argument("checkpoint")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
     export.add_argument("--out", help="the .onnx file to write (default beside the checkpoint)")
     export.add_argument("--int8", action="store_true", help="static int8 quantization")
     export.add_argument("--calibrate", metavar="DIR", help="int8: images to calibrate on")
@@ -115,7 +114,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fcnseg import commands, distributed
+    from fcnseg import commands
+    from fcnseg.training import distributed
 
     if not args.resume and not args.config:
         raise FcnsegError(
@@ -170,7 +170,7 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _inference_options(args: argparse.Namespace) -> Any:
-    from fcnseg.predict import InferenceOptions
+    from fcnseg.inference.predictor import InferenceOptions
 
     return InferenceOptions(
         mode=args.mode,
@@ -206,9 +206,9 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fcnseg import deploy
+    from fcnseg import commands
 
-    deploy.export_checkpoint(
+    commands.export(
         args.checkpoint,
         args.out,
         int8=args.int8,
@@ -252,7 +252,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status = run_command(args)
-    from fcnseg.distributed import end_worker  # every command has loaded torch by now
+    from fcnseg.training.distributed import end_worker  # every command has loaded torch by now
 
     end_worker(status)  # a torchrun worker ends here (see there); a plain process goes on
     return status

@@ -3,15 +3,14 @@
 train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
 demo(out)          generate shapes on disk, then train with the packaged demo recipe
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json, report.md, report.html
-inspect(data)      the label doctor's account of a dataset (fcnseg.data.inspect)
-predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.predict_files)
+inspect(data)      the label doctor's account of a dataset (fcnseg.data.doctor.inspect)
+predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.inference.files)
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -19,27 +18,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg import distributed
-from fcnseg.checkpoint import load_checkpoint, load_weights
-from fcnseg.config import Config, LossConfig, build_config, from_dict, load_config, save_config
+from fcnseg.checkpoint import ModelSpec, load_checkpoint
+from fcnseg.config import Config, LossConfig, build_config, load_config, save_config
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
+from fcnseg.data.doctor.inspect import Inspection, check_before_training, inspect_data
+from fcnseg.data.doctor.report import format_report, inspection_dict, training_scan
 from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels
-from fcnseg.data.inspect import check_before_training, inspect_data
-from fcnseg.data.inspect_report import format_report, inspection_dict, plot_class_pixels
-from fcnseg.data.labels import palette_for
-from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
-from fcnseg.fastpath import select_backend
-from fcnseg.losses import build_loss, resolve_class_weights
-from fcnseg.models import build_model
-from fcnseg.predict import InferenceOptions, Predictor
-from fcnseg.predict_files import predict_files
+from fcnseg.export.pipeline import export_checkpoint
+from fcnseg.inference import InferenceOptions, load, predictor_for
+from fcnseg.inference.backends import select_backend
+from fcnseg.inference.files import predict_files
+from fcnseg.inference.loading import resolve_device
+from fcnseg.inference.predictor import sample_predictions
+from fcnseg.losses import (
+    build_loss,
+    count_class_pixels,
+    median_frequency_weights,
+    resolve_class_weights,
+)
 from fcnseg.registry import suggest
-from fcnseg.report import evaluate as evaluate_split
-from fcnseg.report import sample_predictions, training_history, write_run_report
+from fcnseg.report.evaluation import evaluate as evaluate_split
+from fcnseg.report.figures import plot_class_pixels
+from fcnseg.report.run_report import training_history, write_run_report
 from fcnseg.rundir import prepare_run_dir
-from fcnseg.trainer import Trainer
+from fcnseg.training import distributed
+from fcnseg.training.trainer import Trainer
 
 
 def recipe_names() -> list[str]:
@@ -62,14 +67,6 @@ def resolve_config(name_or_path: str) -> Path:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FcnsegError(f"train.device is '{name}' but no CUDA GPU is available; use 'cpu'.")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -86,15 +83,12 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
     class_names = _class_names(config, train_set.source.class_names)
-    if data.kind == "folder":
-        check_before_training(data)  # the label doctor reads every mask before the first step
-    model_spec = {
-        "name": config.model.name,
-        "num_classes": data.num_classes,
-        "in_channels": image_channels(data.image_mode, data.image_alpha),
-        "options": dict(config.model.options),
-    }
-    model = _build(model_spec)
+    palette = val_set.palette[: data.num_classes]  # the dataset's class colours, or fcnseg's
+    # The label doctor reads every mask before the first step; its counts give class weights.
+    inspection = check_before_training(data) if data.kind == "folder" else None
+    channels = image_channels(data.image_mode, data.image_alpha)
+    spec = ModelSpec(config.model.name, data.num_classes, channels, dict(config.model.options))
+    model = spec.build()
     trainer = Trainer(
         config,
         model,
@@ -108,51 +102,71 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
             rank=distributed.rank(),
         ),
         distributed.evaluation_loader(val_set, data.batch_size, data.num_workers),
-        build_loss(_loss_config(config, train_set), data.num_classes, data.ignore_index),
+        build_loss(
+            _loss_config(config, train_set, inspection), data.num_classes, data.ignore_index
+        ),
         run_dir,
         class_names,
-        model_spec,
+        spec,
         device,
         show_progress,
+        palette=palette,
     )
     if resume:
         trainer.resume(run_dir / "last.pt")
     trainer.fit()
     if not distributed.is_main():
         return run_dir / "report.md"  # rank 0 writes it
-    best = load_checkpoint(run_dir / "best.pt")
+    return _final_report(config, trainer, val_set, len(train_set))
+
+
+def _final_report(
+    config: Config, trainer: Trainer, val_set: SegmentationDataset, train_images: int
+) -> Path:
+    """Evaluate best.pt on the validation split and write the run's report."""
+    best = load_checkpoint(trainer.run_dir / "best.pt")
+    model, data = trainer.model, config.data
     model.load_state_dict(best["state_dict"])
-    predictor = Predictor(model, device, options=InferenceOptions().at_scale(data.inference_scale))
+    predictor = predictor_for(
+        model, data, trainer.device, class_names=trainer.class_names, palette=trainer.palette
+    )
     evaluation = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
+    state = trainer.state
     summary = {
         "model": f"{config.model.name} {config.model.options or ''}".strip(),
         "data": f"{data.kind} {data.root or ''}".strip()
-        + f" ({len(train_set)} train / {len(val_set)} {data.val_split} images)",
-        "training": f"{trainer.state.epoch} epochs, {trainer.state.step} steps, "
-        f"{trainer.state.elapsed_seconds:.0f} s on {device}",
+        + f" ({train_images} train / {len(val_set)} {data.val_split} images)",
+        "training": f"{state.epoch} epochs, {state.step} steps, "
+        f"{state.elapsed_seconds:.0f} s on {trainer.device}",
         "checkpoint": f"best.pt (epoch {best['epoch']}, val mIoU {best['best_miou']:.4f})",
     }
     return write_run_report(
-        run_dir,
+        trainer.run_dir,
         evaluation,
-        class_names,
+        trainer.class_names,
         sample_predictions(predictor, val_set),
-        trainer.state.history,
+        state.history,
         title=f"fcnseg run: {config.name}",
         summary=summary,
-        palette=val_set.palette,
+        palette=predictor.palette,
     )
 
 
-def _loss_config(config: Config, train_set: SegmentationDataset) -> LossConfig:
-    """The loss config, with named `class_weights` (median_frequency, ...) counted on the
-    training masks."""
-
-    def masks() -> Iterator[np.ndarray]:
-        return (train_set.source.load(index)[1] for index in range(len(train_set)))
-
+def _loss_config(
+    config: Config, train_set: SegmentationDataset, inspection: Inspection | None
+) -> LossConfig:
+    """The loss config, with named `class_weights` (median_frequency, ...) from the training
+    split's class counts: the label doctor's when it scanned the data, else counted here."""
     data = config.data
-    return resolve_class_weights(config.loss, masks, data.num_classes, data.ignore_index)
+
+    def counts() -> tuple[np.ndarray, np.ndarray]:
+        if inspection is not None:
+            scan = training_scan(inspection, data.train_split)
+            return scan.class_pixels, scan.presence_pixels
+        masks = (train_set.source.load(index)[1] for index in range(len(train_set)))
+        return count_class_pixels(masks, data.num_classes, data.ignore_index)
+
+    return resolve_class_weights(config.loss, counts)
 
 
 def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
@@ -163,10 +177,6 @@ def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
             f"names ({', '.join(names)}); make them agree."
         )
     return list(names)
-
-
-def _build(spec: dict) -> torch.nn.Module:
-    return build_model(spec["name"], spec["num_classes"], spec["in_channels"], **spec["options"])
 
 
 def start_run(
@@ -192,28 +202,14 @@ def resume_run(run_dir: str, overrides: list[str]) -> tuple[Config, Path]:
 
 
 def demo(out: Path, overwrite: bool, overrides: list[str], show_progress: bool = True) -> Path:
-    """Generate shapes on disk, train the demo recipe on them, write the report."""
-    config, run_dir = start_run("demo", [f"data.root={out}/data", *overrides], str(out), overwrite)
-    counts = {
-        config.data.train_split: config.data.synthetic_train,
-        config.data.val_split: config.data.synthetic_val,
-    }
-    write_shapes_folder(run_dir / "data", counts, config.data.synthetic_size, config.train.seed)
+    """Generate shapes into <out>/data, train the demo recipe on those files, write the report."""
+    root = Path(out) / "data"
+    overrides = ["data.kind=folder", f"data.root={root}", *overrides]
+    config, run_dir = start_run("demo", overrides, str(out), overwrite)
+    data = config.data
+    counts = {data.train_split: data.synthetic_train, data.val_split: data.synthetic_val}
+    write_shapes_folder(run_dir / "data", counts, data.synthetic_size, config.train.seed)
     return train(config, run_dir, show_progress=show_progress)
-
-
-def model_from_checkpoint(
-    path: str | Path, device: str = "auto", options: InferenceOptions | None = None
-) -> tuple[Predictor, Config, dict]:
-    """A Predictor for a checkpoint's model, normalising images as its training did."""
-    checkpoint = load_checkpoint(path)
-    model = _build(checkpoint["model"])
-    load_weights(model, checkpoint, path)
-    config = from_dict(Config, checkpoint["config"])
-    channels = checkpoint["model"]["in_channels"]
-    transform = build_transform("none", config.data.mean, config.data.std, channels)
-    options = (options or InferenceOptions()).at_scale(config.data.inference_scale)
-    return Predictor(model, resolve_device(device), transform, options), config, checkpoint
 
 
 def evaluate(
@@ -226,18 +222,19 @@ def evaluate(
 ) -> Path:
     """Every score of a checkpoint on a split, through the Predictor with `options` (tiles,
     test-time augmentation), into metrics.json, report.md and report.html."""
-    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, options=options)
-    data = replace(config.data, kind="folder", root=data_dir, val_split=split)
+    predictor = load(checkpoint_path, options=options)
+    data = replace(predictor.data, kind="folder", root=data_dir, val_split=split)
     dataset = make_dataset(data, split, train=False)
     dataset.source.check_labels()
     out_dir = prepare_run_dir(
         Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}", overwrite
     )
     evaluation = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
+    checkpoint = predictor.checkpoint
     return write_run_report(
         out_dir,
         evaluation,
-        checkpoint["class_names"],
+        predictor.class_names,
         sample_predictions(predictor, dataset),
         training_history(checkpoint_path, checkpoint),
         title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
@@ -258,11 +255,14 @@ def inspect(
     # Without a config, the class count comes from the class table or the masks themselves.
     infer = config_path is None and not any(o.startswith("data.num_classes=") for o in overrides)
     inspection = inspect_data(data, infer_classes=infer)
+    scan = training_scan(inspection, data.train_split)
+    weights = median_frequency_weights(scan.class_pixels, scan.presence_pixels)
     out_dir = prepare_run_dir(out or f"runs/inspect-{Path(data.root).resolve().name}", True)
     plot_class_pixels(inspection, out_dir / "class_pixels.png")
-    summary = inspection_dict(inspection, data.train_split)
+    summary = inspection_dict(inspection, data.train_split, weights)
     (out_dir / "inspect.json").write_text(json.dumps(summary, indent=1))
-    report = format_report(inspection, data.train_split, out_dir / "class_pixels.png")
+    chart = out_dir / "class_pixels.png"
+    report = format_report(inspection, data.train_split, weights, chart)
     return report, not inspection.errors
 
 
@@ -277,11 +277,12 @@ def predict(
     show_progress: bool = True,
 ) -> list[str]:
     """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image, through
-    the fastest backend at hand (fcnseg.fastpath) and the Predictor's `options` (tiles, TTA).
+    the fastest backend at hand (fcnseg.inference.backends) and the Predictor's `options`
+    (tiles, TTA).
 
     Returns the failures ("file: reason"); unreadable images are skipped, not fatal.
     """
-    predictor, config, checkpoint = model_from_checkpoint(checkpoint_path, options=options)
+    predictor = load(checkpoint_path, options=options)
     images = _input_images(Path(inputs))
     out_dir = Path(out).resolve()
     if any(out_dir == image.parent or out_dir in image.parents for image in images):
@@ -290,14 +291,29 @@ def predict(
             "Choose a separate output folder."
         )
     network, description = select_backend(
-        predictor.model, checkpoint, checkpoint_path, backend, onnx_path, predictor.device
+        predictor.model, checkpoint_path, backend, onnx_path, predictor.device
     )
-    predictor = Predictor(network, predictor.device, predictor.transform, predictor.options)
+    predictor.model = network
     if show_progress:
         print(f"backend: {description}")
     prepare_run_dir(out_dir, overwrite)
-    colours = palette_for(config.data)  # the training data's class colours, when it had them
-    return predict_files(predictor, images, out_dir, config.data, colours, show_progress)
+    return predict_files(predictor, images, out_dir, show_progress)
+
+
+def export(
+    checkpoint_path: str,
+    out: str | None = None,
+    int8: bool = False,
+    calibrate: str | None = None,
+    data_dir: str | None = None,
+    split: str | None = None,
+    max_drop: float = 1.0,
+    force: bool = False,
+) -> Path:
+    """`fcnseg export`: a checked ONNX model (and an int8 one, judged); see fcnseg.export."""
+    return export_checkpoint(
+        checkpoint_path, out, int8, calibrate, data_dir, split, max_drop, force
+    )
 
 
 def _input_images(path: Path) -> list[Path]:

@@ -35,7 +35,7 @@ class DataConfig:
     num_classes: int = 4
     class_names: list[str] | None = None
     ignore_index: int = 255
-    # How masks store classes; see fcnseg.data.encodings and fcnseg.data.classes.
+    # How masks store classes; see fcnseg.data.masks.encodings and fcnseg.data.classes.
     mask_encoding: str = "auto"  # "auto", "index", "binary", "palette" or "rgb"
     classes: str | None = None  # class table: classes.txt, .yaml or class_dict.csv (in root)
     colors: list[tuple[int, int, int]] | None = None  # RGB of each class: an inline colour table

@@ -12,8 +12,8 @@ from PIL import Image
 from fcnseg.commands import resolve_config
 from fcnseg.config import DataConfig, load_config
 from fcnseg.data import make_dataset
-from fcnseg.data.inspect import check_before_training, inspect_data
-from fcnseg.data.inspect_report import median_frequency_weights
+from fcnseg.data.doctor.inspect import check_before_training, inspect_data
+from fcnseg.losses import median_frequency_weights
 from tests.conftest import SHARED_DATA
 
 CAMVID = SHARED_DATA / "camvid"

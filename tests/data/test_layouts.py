@@ -9,8 +9,8 @@ from PIL import Image
 from fcnseg import FcnsegError
 from fcnseg.config import DataConfig
 from fcnseg.data import FolderDataset
-from fcnseg.data.classes import VOC_TABLE
 from fcnseg.data.layouts import find_pairs, resolve_layout
+from fcnseg.data.masks.classes import VOC_TABLE
 
 
 def picture(path: Path, array: np.ndarray, palette: list[int] | None = None) -> None:

@@ -23,7 +23,7 @@ from fcnseg.data.images import image_channels
 from fcnseg.data.synthetic import ShapesDataset
 from fcnseg.data.transforms import JointTransform, build_transform
 from fcnseg.errors import FcnsegError
-from fcnseg.visualize import PALETTE
+from fcnseg.palette import PALETTE
 
 
 class RawDataset(Protocol):

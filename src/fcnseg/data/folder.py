@@ -15,8 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from fcnseg.config import DataConfig
 from fcnseg.data.images import IMAGE_SUFFIXES, image_channels, read_image
-from fcnseg.data.labels import LabelReader, build_label_map, detect_format
 from fcnseg.data.layouts import find_pairs, resolve_layout
+from fcnseg.data.masks.labels import LabelReader, build_label_map, detect_format
 from fcnseg.errors import FcnsegError
 
 __all__ = ["IMAGE_SUFFIXES", "FolderDataset", "image_channels", "read_image"]

@@ -31,7 +31,11 @@ from torch import nn
 
 from fcnseg.config import LossConfig
 from fcnseg.errors import FcnsegError
-from fcnseg.losses.class_weights import median_frequency_weights, resolve_class_weights
+from fcnseg.losses.class_weights import (
+    count_class_pixels,
+    median_frequency_weights,
+    resolve_class_weights,
+)
 from fcnseg.losses.pixel import (
     BinaryCrossEntropyLoss,
     CrossEntropyLoss,
@@ -53,6 +57,7 @@ __all__ = [
     "TverskyLoss",
     "WeightedSum",
     "build_loss",
+    "count_class_pixels",
     "labelled_pixels",
     "log_probabilities",
     "masked_mean",

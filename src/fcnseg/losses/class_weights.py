@@ -19,29 +19,39 @@ from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
 
 
-def median_frequency_weights(
+def count_class_pixels(
     masks: Iterable[np.ndarray | torch.Tensor], num_classes: int, ignore_index: int = 255
-) -> list[float]:
-    """Eigen & Fergus 2015: weight_c = median(freq) / freq_c.
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels of each class, labelled pixels of the images containing it), both (K,) int64.
 
-    freq_c is class c's pixel count over the labelled pixels of the images where c appears.
-    Classes that never appear get weight 1.
+    For data the label doctor does not scan (generated shapes); on a folder dataset the
+    doctor's own counts (SplitScan.class_pixels, .presence_pixels) are the same numbers.
     """
     pixels = np.zeros(num_classes, dtype=np.int64)
-    pixels_of_images_with = np.zeros(num_classes, dtype=np.int64)
+    presence = np.zeros(num_classes, dtype=np.int64)
     for mask in masks:
         labels = np.asarray(mask).ravel()
-        labels = labels[labels != ignore_index]
+        labels = labels[(labels != ignore_index) & (labels >= 0) & (labels < num_classes)]
         counts = np.bincount(labels, minlength=num_classes)[:num_classes]
         pixels += counts
-        pixels_of_images_with += np.where(counts > 0, labels.size, 0)
-    present = pixels > 0
-    if not present.any():
-        return [1.0] * num_classes
-    frequency = pixels[present] / pixels_of_images_with[present]
-    weights = np.ones(num_classes)
-    weights[present] = np.median(frequency) / frequency
-    return weights.tolist()
+        presence += np.where(counts > 0, labels.size, 0)
+    return pixels, presence
+
+
+def median_frequency_weights(class_pixels: np.ndarray, presence_pixels: np.ndarray) -> np.ndarray:
+    """Eigen & Fergus 2015: weight_c = median(freq) / freq_c, where freq_c = pixels of class c /
+    labelled pixels of the images where c appears.
+
+    A class as frequent as the median weighs 1, rarer ones more. A class absent from training
+    gets weight 1: there is nothing to weigh.
+    """
+    class_pixels, presence_pixels = np.asarray(class_pixels), np.asarray(presence_pixels)
+    present = class_pixels > 0
+    weights = np.ones(len(class_pixels))
+    if present.any():
+        frequency = class_pixels[present] / presence_pixels[present]
+        weights[present] = np.median(frequency) / frequency
+    return weights
 
 
 WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -51,14 +61,12 @@ WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def resolve_class_weights(
-    config: LossConfig,
-    masks: Callable[[], Iterable[np.ndarray]],
-    num_classes: int,
-    ignore_index: int,
+    config: LossConfig, counts: Callable[[], tuple[np.ndarray, np.ndarray]]
 ) -> LossConfig:
     """The loss config with a named `class_weights` (see WEIGHTINGS) replaced by the numbers.
 
-    `masks` is called only when needed: counting reads every training mask once.
+    `counts` gives (class pixels, presence pixels) of the training split, and is called only
+    when needed: the label doctor's counts, or `count_class_pixels` over the masks.
     """
     if not isinstance(config.class_weights, str):
         return config
@@ -68,6 +76,6 @@ def resolve_class_weights(
             f"{', '.join(WEIGHTINGS)}; got '{config.class_weights}'."
             + suggest(config.class_weights, list(WEIGHTINGS))
         )
-    weights = np.asarray(median_frequency_weights(masks(), num_classes, ignore_index))
+    weights = median_frequency_weights(*counts())
     weights = WEIGHTINGS[config.class_weights](weights)
     return dataclasses.replace(config, class_weights=weights.tolist())

@@ -1,0 +1,80 @@
+"""What a run leaves for people to read: metrics.json, report.md and a self-contained report.html.
+
+    evaluate(predictor, dataset, ...)     -> Evaluation: every score (fcnseg.metrics) over the
+                                             split, with the bootstrap interval and boundary F1;
+                                             the confusion matrix; each image's mIoU; the best
+                                             and worst images, predicted again for the gallery
+    write_run_report(run_dir, evaluation) -> metrics.json, curves.png, samples.png, report.md,
+                                             report.html (pictures embedded: report_html.py)
+
+Images are evaluated one at a time, each at its own size, through the Predictor (whole or tiled,
+as its options say), so the numbers are the ones `fcnseg predict` would give.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fcnseg.data.dataset import SegmentationDataset
+from fcnseg.inference.predictor import Predictor
+from fcnseg.metrics.confusion import ConfusionMatrix, Scores
+from fcnseg.report.figures import GalleryItem
+
+BOUNDARY_TOLERANCE = 2  # pixels: an edge this close to the true one counts as right
+GALLERY_SIZE = 3  # best and worst images each
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    scores: Scores
+    matrix: np.ndarray  # (K, K) pixel counts, rows truth, columns prediction
+    image_names: list[str]
+    image_miou: list[float]  # NaN for an image without labelled pixels
+    best: list[GalleryItem]
+    worst: list[GalleryItem]
+    ignore_index: int = 255
+
+    @property
+    def miou(self) -> float:
+        return self.scores.miou
+
+
+def evaluate(
+    predictor: Predictor,
+    dataset: SegmentationDataset,
+    num_classes: int,
+    ignore_index: int = 255,
+    boundary_tolerance: int | None = BOUNDARY_TOLERANCE,
+    gallery_size: int = GALLERY_SIZE,
+) -> Evaluation:
+    """Every score of the predictor over every item of `dataset` (see the module docstring)."""
+    matrix = ConfusionMatrix(num_classes, ignore_index, True, boundary_tolerance)
+    for index in range(len(dataset)):
+        image, mask = dataset[index]  # (C, H, W) normalised, (H, W)
+        matrix.update(predictor.labels(image[None]), mask[None])
+    image_miou = matrix.per_image_iou()
+    scored = [i for i, value in enumerate(image_miou) if not math.isnan(value)]
+    # Each image in one gallery only: with fewer than 2 x gallery_size, split them.
+    count = min(gallery_size, max(1, len(scored) // 2)) if scored else 0
+    best = sorted(scored, key=lambda i: (-image_miou[i], i))[:count]
+    worst = [i for i in sorted(scored, key=lambda i: (image_miou[i], i)) if i not in best][:count]
+    names = list(getattr(dataset.source, "names", [str(i) for i in range(len(dataset))]))
+
+    def item(index: int) -> GalleryItem:
+        image, truth = dataset.source.load(index)
+        tensor, _ = dataset.transform(image, truth)
+        prediction = predictor.labels(tensor[None])[0].numpy()
+        return GalleryItem(names[index], image_miou[index], image, truth, prediction)
+
+    return Evaluation(
+        scores=matrix.compute(),
+        matrix=matrix.matrix.numpy().copy(),
+        image_names=names,
+        image_miou=image_miou,
+        best=[item(i) for i in best],
+        worst=[item(i) for i in worst],
+        ignore_index=ignore_index,
+    )
