@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import fcnseg
 from fcnseg.export.int8 import quantize_static_int8
 from fcnseg.export.onnx import export_onnx
 from fcnseg.inference.backends import OnnxModel, prepare_for_cpu
@@ -182,12 +183,15 @@ def fcnseg_runs(model: nn.Module, scratch: Path, calibration: list) -> dict[str,
     }
 
 
-def load_weights(model: nn.Module, checkpoint: str | None) -> bool:
+def trained_model(name: str, options: dict, checkpoint: str | None) -> tuple[nn.Module, bool]:
+    """The checkpoint's model (fcnseg.load: spec, weights, all checked), else untrained."""
     if checkpoint is None:
-        return False
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["state_dict"])
-    return True
+        return build_model(name, NUM_CLASSES, **options).eval(), False
+    predictor = fcnseg.load(checkpoint, device="cpu")
+    spec = predictor.checkpoint["model"]
+    if spec["name"] != name or spec["num_classes"] != NUM_CLASSES:
+        raise SystemExit(f"{checkpoint} holds a {spec}, not a {NUM_CLASSES}-class {name}")
+    return predictor.model.eval(), True
 
 
 def table_rows(label: str, result: dict, peak: float) -> list[str]:
@@ -215,8 +219,7 @@ def benchmark(architecture: tuple, smp, args: argparse.Namespace) -> dict:
     """Timings at batch 1 and 4, GFLOP per image and precision changes of every path."""
     _, name, options, smp_class, encoder = architecture
     torch.manual_seed(0)
-    model = build_model(name, NUM_CLASSES, **options).eval()
-    trained = load_weights(model, dict(args.checkpoint).get(name))
+    model, trained = trained_model(name, options, dict(args.checkpoint).get(name))
     gflop = {}
     runs: dict[str, Run] = {}
     if smp is not None:

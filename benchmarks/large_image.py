@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.checkpoint import ModelSpec, model_checkpoint, save_checkpoint
 from fcnseg.config import Config
-from fcnseg.models import build_model
 
 NUM_CLASSES = 3
 
@@ -39,22 +38,12 @@ NUM_CLASSES = 3
 def write_checkpoint(path: Path, base_width: int) -> None:
     """An untrained greyscale U-Net checkpoint (normalisation mean 0.5, std 0.25)."""
     torch.manual_seed(0)
-    spec = {
-        "name": "unet",
-        "num_classes": NUM_CLASSES,
-        "in_channels": 1,
-        "options": {"base_width": base_width},
-    }
-    model = build_model(spec["name"], NUM_CLASSES, 1, **spec["options"])
-    config = Config().to_dict()
-    config["data"].update(image_mode="L", mean=[0.5], std=[0.25], num_classes=NUM_CLASSES)
-    state = {
-        "model": spec,
-        "state_dict": model.state_dict(),
-        "config": config,
-        "class_names": ["background", "membrane", "cell"],
-    }
-    save_checkpoint(state, path)
+    spec = ModelSpec("unet", NUM_CLASSES, 1, {"base_width": base_width})
+    config = Config()
+    config.data.image_mode, config.data.mean, config.data.std = "L", (0.5,), (0.25,)
+    config.data.num_classes = NUM_CLASSES
+    names = ["background", "membrane", "cell"]
+    save_checkpoint(model_checkpoint(spec.build(), spec, config, names), path)
 
 
 def write_image(path: Path, side: int) -> None:

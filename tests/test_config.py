@@ -40,3 +40,58 @@ def test_saved_config_reads_back_identically(tmp_path: Path):
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert load_config(None) == Config()
+
+
+# --- values checked when the config is loaded, not minutes later at first use ---------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.schedule=cosin", "accepted: poly, cosine, constant. Did you mean 'cosine'?"),
+        ("train.optimizer=adam", "accepted: adamw, sgd"),
+        ("data.layout=pascal", "accepted: auto, folder, lists, voc, camvid"),
+        ("data.augment=heavy", "accepted: none, light, strong"),
+        ("data.kind=folders", "Did you mean 'folder'?"),
+        ("data.mask_encoding=colour", "accepted: auto, index, binary, palette, rgb"),
+        ("data.image_mode=RGBA", "accepted: RGB, L"),
+        ("train.precision=fp8", "accepted: fp32, bf16, fp16"),
+        ("data.synthetic_train=0", "'data.synthetic_train' is 0; accepted: a number >= 1"),
+        ("data.batch_size=0", "'data.batch_size' is 0"),
+        ("train.lr=.nan", "'train.lr' is nan"),
+        ("train.warmup_fraction=1.0", "from 0 up to (not including) 1"),
+        ("data.inference_scale=0", "'data.inference_scale' is 0.0"),
+        ("data.crop_size=[0, 64]", "'data.crop_size' is (0, 64)"),
+        ("data.ignore_index=3", "data.ignore_index is 3, which is one of the 4 classes"),
+        ("data.ignore_index=1", "data.ignore_index is 1"),
+    ],
+)
+def test_bad_values_are_refused_at_load_time(override: str, message: str):
+    with pytest.raises(FcnsegError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def test_an_ignore_index_outside_the_classes_is_fine():
+    assert load_config(None, ["data.ignore_index=4"]).data.ignore_index == 4
+    assert load_config(None, ["data.ignore_index=-1"]).data.ignore_index == -1
+
+
+def test_the_configs_choices_are_the_registries_keys():
+    """config.py cannot import the registries (it is the lowest layer), so this pins them
+    together: a new layout, preset, schedule or precision must be added in both places."""
+    from typing import get_args, get_type_hints
+
+    from fcnseg.config import DataConfig, TrainConfig
+    from fcnseg.data.layouts import LAYOUTS
+    from fcnseg.data.masks.encodings import ENCODINGS
+    from fcnseg.data.transforms import AUGMENTATIONS
+    from fcnseg.training.optim import SCHEDULES
+    from fcnseg.training.trainer import AUTOCAST_TYPES
+
+    data, train = get_type_hints(DataConfig), get_type_hints(TrainConfig)
+    assert set(get_args(data["layout"])) == {"auto", *LAYOUTS}
+    assert set(get_args(data["mask_encoding"])) == set(ENCODINGS)
+    assert set(get_args(data["augment"])) == set(AUGMENTATIONS)
+    assert set(get_args(train["schedule"])) == set(SCHEDULES)
+    assert set(get_args(train["precision"])) == set(AUTOCAST_TYPES)

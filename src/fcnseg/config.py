@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -29,28 +31,29 @@ from fcnseg.registry import suggest
 
 @dataclass
 class DataConfig:
-    kind: str = "synthetic"  # "synthetic" (generated, nothing to download) or "folder"
+    kind: Literal["synthetic", "folder"] = "synthetic"  # generated (nothing to download), or files
     root: str | None = None  # folder datasets: <root>/<split>/images and <root>/<split>/masks
-    layout: str = "auto"  # "auto", "folder", "lists", "voc" or "camvid"; see fcnseg.data.layouts
+    layout: Literal["auto", "folder", "lists", "voc", "camvid"] = "auto"  # see data/layouts.py
     num_classes: int = 4
     class_names: list[str] | None = None
     ignore_index: int = 255
     # How masks store classes; see fcnseg.data.masks.encodings and fcnseg.data.classes.
-    mask_encoding: str = "auto"  # "auto", "index", "binary", "palette" or "rgb"
+    mask_encoding: Literal["auto", "index", "binary", "palette", "rgb"] = "auto"
     classes: str | None = None  # class table: classes.txt, .yaml or class_dict.csv (in root)
     colors: list[tuple[int, int, int]] | None = None  # RGB of each class: an inline colour table
     ignore_labels: list[int] | None = None  # mask values to ignore; None: the table's void rows
-    image_mode: str = "RGB"  # "RGB" or "L" (greyscale): what the model sees
-    image_alpha: str = "drop"  # RGBA images: "drop" the alpha channel or "keep" it
+    image_mode: Literal["RGB", "L"] = "RGB"  # colour or greyscale (L): what the model sees
+    image_alpha: Literal["drop", "keep"] = "drop"  # RGBA images: drop the alpha channel or keep it
     image_bit_depth: int | None = None  # bits used by the stored values (e.g. 12); None: the file's
-    image_scaling: str = "bit_depth"  # "bit_depth" (0..2^bits-1 -> 0..255) or "per_image" min-max
+    # "bit_depth": 0..2^bits-1 -> 0..255; "per_image": each image's min..max stretched
+    image_scaling: Literal["bit_depth", "per_image"] = "bit_depth"
     train_split: str = "train"
     val_split: str = "val"
     # Generated data only: how many images and their size (deliberately not multiples of 32).
     synthetic_train: int = 400
     synthetic_val: int = 100
     synthetic_size: tuple[int, int] = (180, 240)
-    augment: str = "light"  # "none", "light" or "strong"; see fcnseg.data.transforms
+    augment: Literal["none", "light", "strong"] = "light"  # presets in data/transforms.py
     crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
     train_resize: tuple[int, int] | None = None  # (H, W) training images are resized to first
     # Validation, evaluate and predict scale images by this before the network and bring the
@@ -88,14 +91,14 @@ class LossConfig:
 class TrainConfig:
     epochs: int = 10
     max_minutes: float | None = None  # stop at whichever comes first: epochs or this budget
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 3e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
-    schedule: str = "poly"  # "poly", "cosine" or "constant", after linear warmup
+    schedule: Literal["poly", "cosine", "constant"] = "poly"  # after linear warmup
     warmup_fraction: float = 0.05
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this
-    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast; fp16 adds loss scaling)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds loss scaling
     early_stopping_patience: int | None = None  # stop after this many epochs without a best
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
@@ -137,7 +140,70 @@ def build_config(data: dict[str, Any], overrides: list[str] | None = None) -> Co
     data = copy.deepcopy(data)
     for override in overrides or []:
         apply_override(data, override)
-    return from_dict(Config, data)
+    config = from_dict(Config, data)
+    check_values(config)
+    return config
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value >= low), f"a number >= {low:g}"
+
+
+def _fraction() -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: 0 <= value < 1), "a number from 0 up to (not including) 1"
+
+
+def _positive_pair() -> tuple[Callable[[Any], bool], str]:
+    return (lambda pair: all(side >= 1 for side in pair)), "two whole numbers >= 1, [H, W]"
+
+
+# Values that no run can use, refused when the config is loaded (None stays allowed where the
+# field allows it). The names of registered things (models, losses) are checked by their
+# registries when the run starts, before any data is read.
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.num_classes": _at_least(1),
+    "data.batch_size": _at_least(1),
+    "data.num_workers": _at_least(0),
+    "data.synthetic_train": _at_least(1),
+    "data.synthetic_val": _at_least(1),
+    "data.synthetic_size": _positive_pair(),
+    "data.crop_size": _positive_pair(),
+    "data.train_resize": _positive_pair(),
+    "data.inference_scale": ((lambda value: value > 0), "a number > 0 (0.5: half resolution)"),
+    "data.scale_range": ((lambda pair: 0 < pair[0] <= pair[1]), "[low, high] with 0 < low <= high"),
+    "data.std": ((lambda values: all(value > 0 for value in values)), "numbers > 0"),
+    "data.image_bit_depth": ((lambda bits: 1 <= bits <= 32), "bits from 1 to 32"),
+    "train.epochs": _at_least(1),
+    "train.max_minutes": ((lambda value: value > 0), "a number of minutes > 0"),
+    "train.lr": ((lambda value: value > 0), "a number > 0"),
+    "train.weight_decay": _at_least(0),
+    "train.momentum": _fraction(),
+    "train.warmup_fraction": _fraction(),
+    "train.grad_clip": ((lambda value: value > 0), "a norm > 0"),
+    "train.early_stopping_patience": _at_least(1),
+    "train.threads": _at_least(1),
+}
+
+
+def check_values(config: Config) -> None:
+    """Refuse values no run can use (see VALUE_RULES), NaN and infinity included, and an
+    ignore_index that is one of the classes."""
+    for key, (accepts, accepted) in VALUE_RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        numbers = value if isinstance(value, tuple | list) else (value,)
+        if not all(math.isfinite(number) for number in numbers) or not accepts(value):
+            raise FcnsegError(f"config key '{key}' is {value!r}; accepted: {accepted}.")
+    data = config.data
+    scored = max(data.num_classes, 2)  # a one-output (binary) model still scores two classes
+    if 0 <= data.ignore_index < scored:
+        raise FcnsegError(
+            f"data.ignore_index is {data.ignore_index}, which is one of the {scored} classes "
+            f"(0..{scored - 1}): its pixels would be ignored in the loss yet scored as IoU 0. "
+            "Use a value outside the classes, such as 255 (the default)."
+        )
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -183,6 +249,14 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         return _convert(options[0], value, where) if len(options) == 1 else value
     if hint is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(arg) for arg in args)
+            raise FcnsegError(
+                f"config key '{where}' is {value!r}; accepted: {choices}."
+                f"{suggest(str(value), [str(arg) for arg in args])}"
+            )
         return value
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):

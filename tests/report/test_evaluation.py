@@ -12,13 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from fcnseg.checkpoint import save_checkpoint
+from fcnseg.checkpoint import ModelSpec, model_checkpoint, save_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import Config
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.transforms import build_transform
 from fcnseg.inference.predictor import Predictor
-from fcnseg.models import build_model
 from fcnseg.report.evaluation import evaluate
 from fcnseg.report.run_report import write_run_report
 
@@ -105,17 +104,10 @@ def test_evaluate_command_writes_the_html_report_with_the_runs_curves(
     folder_dataset: Path, tmp_path: Path
 ):
     torch.manual_seed(0)
-    spec = {"name": "unet", "num_classes": 3, "in_channels": 3, "options": {"base_width": 4}}
-    config = Config().to_dict()
-    config["data"].update(kind="folder", root=str(folder_dataset), num_classes=3)
-    model = build_model("unet", 3, base_width=4)
-    state = {
-        "model": spec,
-        "state_dict": model.state_dict(),
-        "config": config,
-        "class_names": ["zero", "one", "two"],
-        "epoch": 2,
-    }
+    spec = ModelSpec("unet", 3, 3, {"base_width": 4})
+    config = Config()
+    config.data.kind, config.data.root, config.data.num_classes = "folder", str(folder_dataset), 3
+    state = model_checkpoint(spec.build(), spec, config, ["zero", "one", "two"]) | {"epoch": 2}
     run = tmp_path / "run"
     run.mkdir()
     save_checkpoint(state, run / "best.pt")

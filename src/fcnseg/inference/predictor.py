@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from torch import nn
 
 from fcnseg.config import DataConfig
 from fcnseg.errors import FcnsegError
+from fcnseg.inference.options import InferenceOptions
 from fcnseg.inference.tiling import ReadRows, blended_bands, make_grid, tiled_logits
 from fcnseg.palette import PALETTE
 
@@ -37,47 +37,7 @@ if TYPE_CHECKING:
     from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.metrics.confusion import ConfusionMatrix
 
-MODES = ("auto", "whole", "tiled")
-# Peak activation memory of a forward pass, as a share of the sum of all layer outputs: measured
-# 0.25-0.40 at 1024x1024 for U-Net, U-Net/ResNet-34, LinkNet and DeepLabv3+ (eager, CPU).
 LIVE_ACTIVATION_SHARE = 0.4
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How the Predictor runs a network over images; the defaults suit validation and `predict`."""
-
-    mode: str = "auto"  # "auto": tiles when whole-image inference would exceed the budget
-    tile_size: int = 512  # tiles are tile_size x tile_size (cut to the image if it is smaller)
-    overlap: float = 0.25  # share of a tile that neighbouring tiles have in common
-    blend: str = "gaussian"  # "gaussian" or "linear" weighting of overlapping tiles' logits
-    tile_batch: int = 4  # tiles per forward pass
-    memory_budget_mb: float = 2048  # auto: the most a whole-image pass may take
-    flip: bool = False  # test-time augmentation: also the horizontally flipped image
-    scales: tuple[float, ...] = (1.0,)  # test-time augmentation: image scales to average
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast; torch modules only)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise FcnsegError(f"inference mode '{self.mode}' is not one of {', '.join(MODES)}.")
-        if not self.scales or min(self.scales) <= 0:
-            raise FcnsegError(f"TTA scales must be positive numbers, got {list(self.scales)}.")
-        if self.precision not in ("fp32", "bf16"):
-            raise FcnsegError(f"precision '{self.precision}' is not one of fp32, bf16.")
-
-    @property
-    def augmented(self) -> bool:
-        return self.flip or tuple(self.scales) != (1.0,)
-
-    def at_scale(self, scale: float) -> InferenceOptions:
-        """These options for a model trained on images scaled by `scale` (data.inference_scale):
-        every view, test-time scales included, is scaled by it as well."""
-        if not scale > 0:
-            raise FcnsegError(
-                f"data.inference_scale must be a positive number (1.0: images as they are, 0.5: "
-                f"half resolution), got {scale}."
-            )
-        return replace(self, scales=tuple(view * scale for view in self.scales))
 
 
 def labels_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -154,6 +114,12 @@ class Predictor:
         if not self.use_tiles(n, height, width):
             return self.run_views(images)
         options = self.options
+        stride = getattr(self.model, "size_divisor", 1)  # a model's deepest stride
+        if options.tile_size < stride:
+            raise FcnsegError(
+                f"--tile-size {options.tile_size} is below the model's stride {stride}: every "
+                f"tile would be mostly padding. Use tiles of at least {stride} pixels."
+            )
         return torch.stack(
             [
                 tiled_logits(
