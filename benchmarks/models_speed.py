@@ -35,7 +35,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from fcnseg.models import build_model
-from fcnseg.models.atrous import AtrousConv2d
 from fcnseg.models.base import pad_to_multiple
 
 NUM_CLASSES = 21
@@ -202,8 +201,6 @@ def main() -> None:
         help="ablation: fcnseg's atrous convolutions as plain nn.Conv2d, without the shortcuts",
     )
     args = parser.parse_args()
-    if args.plain_atrous:
-        AtrousConv2d.forward = nn.Conv2d.forward  # type: ignore[method-assign]
     memory_format = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}[
         args.memory_format
     ]
@@ -224,6 +221,8 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         torch.manual_seed(0)
+        if args.plain_atrous and name.startswith("deeplab"):
+            options = {**options, "atrous_shortcuts": False}  # the model option, documented
         models = [build_model(name, NUM_CLASSES, **options)]
         if smp is not None and counterpart is not None:
             models.append(smp_model(smp, name, *counterpart))

@@ -1,4 +1,5 @@
-"""Registries are plain dicts; this is their one lookup, with errors that list the choices."""
+"""Registries are plain dicts; this is their one lookup, with errors that list the choices, and
+their one check of a builder's keyword options."""
 
 from __future__ import annotations
 
@@ -23,3 +24,18 @@ def lookup(table: Mapping[str, T], name: str, kind: str) -> T:
         return table[name]
     choices = ", ".join(sorted(table))
     raise FcnsegError(f"unknown {kind} '{name}'.{suggest(name, table)} Choices: {choices}.")
+
+
+def check_options(given: Iterable[str], accepted: Iterable[str], owner: str) -> None:
+    """Raise for the first of `given` not in `accepted`, naming the nearest and all of them.
+
+    `owner` says whose options they are, e.g. "model 'unet'". Checked before the builder is
+    called, so that a misspelt option is named as such instead of surfacing as a TypeError.
+    """
+    accepted = list(accepted)
+    for option in given:
+        if option not in accepted:
+            raise FcnsegError(
+                f"{owner} has no option '{option}'.{suggest(option, accepted)} "
+                f"Its options: {', '.join(accepted) or 'none'}."
+            )

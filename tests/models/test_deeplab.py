@@ -9,6 +9,7 @@ from torch import nn
 
 from fcnseg import FcnsegError
 from fcnseg.models import build_model
+from fcnseg.models.atrous import AtrousConv2d
 from fcnseg.models.deeplab import ASPP
 
 
@@ -67,3 +68,54 @@ def test_deeplabv3plus_projects_stride_4_features_to_48_channels() -> None:
 def test_output_stride_32_is_an_error() -> None:
     with pytest.raises(FcnsegError, match="output_stride 8 or 16"):
         build_model("deeplabv3", 2, backbone="resnet18", output_stride=32)
+
+
+def atrous_routes(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """Which shortcuts the model's AtrousConv2d layers take on `x`: 'drop' (taps that reach
+    only padding cut off) and 'split' (a depthwise map convolved on sub-grids)."""
+    routes: set[str] = set()
+
+    def record(layer: AtrousConv2d, args: tuple[torch.Tensor]) -> None:
+        keep_rows, keep_columns, block = layer.plan(args[0])
+        if not (keep_rows and keep_columns):
+            routes.add("drop")
+        if block > 1:
+            routes.add("split")
+
+    hooks = [
+        module.register_forward_pre_hook(record)
+        for module in model.modules()
+        if isinstance(module, AtrousConv2d)
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return routes
+
+
+@pytest.mark.parametrize(("name", "separable"), [("deeplabv3", False), ("deeplabv3plus", True)])
+def test_atrous_shortcuts_off_builds_plain_convolutions_with_the_same_values_and_gradients(
+    name: str, separable: bool
+) -> None:
+    options = {"backbone": "resnet18", "output_stride": 8, "separable": separable}
+    fast = build_model(name, 3, atrous_shortcuts=True, **options).double().train()
+    plain = build_model(name, 3, atrous_shortcuts=False, **options).double().train()
+    assert not any(isinstance(m, AtrousConv2d) for m in plain.modules())
+    # 120x136 at output stride 8: a 15x17 map, where rate 12 keeps its 3x3 kernel (split into
+    # 2x2 sub-grids when depthwise) and rates 24 and 36 reach only padding with all but the centre.
+    x = torch.randn(2, 3, 120, 136, dtype=torch.float64)
+    routes = atrous_routes(fast, x)
+    assert routes == ({"drop", "split"} if separable else {"drop"})
+    plain.load_state_dict(fast.state_dict())  # the same keys: checkpoints load either way
+    outputs, gradients = [], []
+    for model in (fast, plain):
+        image = x.clone().requires_grad_()
+        logits = model(image)
+        weighting = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+        loss = (logits * weighting.double()).sum()
+        gradients.append(torch.autograd.grad(loss, [image, *model.parameters()]))
+        outputs.append(logits.detach())
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for fast_gradient, plain_gradient in zip(*gradients, strict=True):
+        torch.testing.assert_close(fast_gradient, plain_gradient)

@@ -38,18 +38,58 @@ def test_each_variant_fuses_its_strides(name: str, fused: set[int]) -> None:
     with torch.no_grad():
         scores = decoder(random_features())
         assert scores.shape[-1] == 64 // min(fused)  # it stops at the finest fused stride
-        for score in decoder.score_skips:  # they start at zero: give them weights to see them
+        for score in [decoder.score_fr, *decoder.score_skips]:  # zero at first: see through them
             score.weight.normal_()
     used = {stride for stride in CHANNELS if depends_on(decoder, stride)}
     assert used == fused
     assert len([m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]) == len(fused)
 
 
-def test_skip_scores_start_at_zero_so_fcn8s_starts_as_its_coarser_self() -> None:
-    decoder = cached_model("fcn8s").decoder
-    assert all(score.weight.abs().sum() == 0 for score in decoder.score_skips)
-    assert not depends_on(decoder, 8)
-    assert not depends_on(decoder, 16)
+@pytest.mark.parametrize("name", FUSED_STRIDES)
+def test_every_score_layer_starts_at_zero_so_a_fresh_fcn_outputs_zero(name: str) -> None:
+    model = cached_model(name)
+    scores = [model.decoder.score_fr, *model.decoder.score_skips]
+    assert len(scores) == len(FUSED_STRIDES[name])
+    assert all(not score.weight.any() and not score.bias.any() for score in scores)
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 70, 90))
+    assert logits.shape == (2, 21, 70, 90)
+    assert not logits.any()  # exactly zero, as the paper's reference code starts
+
+
+def test_a_zero_score_layer_still_learns() -> None:
+    decoder = FCNDecoder(CHANNELS, num_classes=3, finest_stride=8)
+    scores = decoder(random_features())
+    (scores * torch.randn_like(scores)).sum().backward()
+    for score in [decoder.score_fr, *decoder.score_skips]:
+        assert score.weight.grad.abs().sum() > 0 and score.bias.grad.abs().sum() > 0
+
+
+def test_fcn16s_loaded_from_a_trained_fcn32s_starts_as_its_scores_upsampled_2x_then_16x() -> None:
+    fcn32s = build_model("fcn32s", num_classes=3).eval()
+    with torch.no_grad():  # "trained": scores that are no longer zero
+        fcn32s.decoder.score_fr.weight.normal_(std=0.01)
+        fcn32s.decoder.score_fr.bias.normal_()
+    fcn16s = build_model("fcn16s", num_classes=3).eval()
+    # The final upsampling (32x against 16x) is the only weight whose shape differs.
+    state = {key: value for key, value in fcn32s.state_dict().items() if key != "head.weight"}
+    missing, unexpected = fcn16s.load_state_dict(state, strict=False)
+    assert sorted(missing) == [
+        "decoder.score_skips.0.bias",
+        "decoder.score_skips.0.weight",
+        "decoder.upsample.0.weight",
+        "head.weight",
+    ]
+    assert unexpected == []
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        stride_32_scores = fcn32s.decoder.score_fr(fcn32s.backbone(x)[32])  # (1, 3, 3, 4)
+        two_steps = bilinear_upsampling(3, 16)(bilinear_upsampling(3, 2)(stride_32_scores))
+        one_step = fcn32s(x)
+        started = fcn16s(x)
+    torch.testing.assert_close(started, two_steps)
+    # Close to, but not the same as, the FCN-32s's own single 32x upsampling.
+    assert not torch.allclose(started, one_step, rtol=1e-3, atol=1e-3 * one_step.abs().max())
 
 
 @pytest.mark.parametrize("factor", [2, 8, 16, 32])

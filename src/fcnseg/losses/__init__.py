@@ -45,7 +45,7 @@ from fcnseg.losses.pixel import (
     masked_mean,
 )
 from fcnseg.losses.region import DiceLoss, LovaszSoftmaxLoss, TverskyLoss, soft_counts
-from fcnseg.registry import lookup, suggest
+from fcnseg.registry import check_options, lookup
 
 __all__ = [
     "LOSSES",
@@ -111,13 +111,7 @@ def build_loss(config: LossConfig, num_classes: int, ignore_index: int = 255) ->
         options: dict[str, Any] = {"ignore_index": ignore_index, **term.options}
         if class_weights is not None and "class_weights" in inspect.signature(maker).parameters:
             options.setdefault("class_weights", class_weights)
-        accepted = inspect.signature(maker).parameters
-        for key in options:
-            if key not in accepted:
-                raise FcnsegError(
-                    f"loss '{term.name}' has no option '{key}'.{suggest(key, accepted)} "
-                    f"Options: {', '.join(accepted)}."
-                )
+        check_options(options, inspect.signature(maker).parameters, f"loss '{term.name}'")
         losses.append(maker(**options))
     if len(losses) == 1 and config.terms[0].weight == 1.0:
         return losses[0]

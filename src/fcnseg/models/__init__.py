@@ -20,7 +20,7 @@ from fcnseg.models.fcn import fcn8s, fcn16s, fcn32s
 from fcnseg.models.linknet import LinkNet
 from fcnseg.models.segnet import SegNet
 from fcnseg.models.unet import UNet
-from fcnseg.registry import lookup, suggest
+from fcnseg.registry import check_options, lookup
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
@@ -46,13 +46,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: An
             f"model '{name}' needs num_classes >= 1 and in_channels >= 1, "
             f"got num_classes={num_classes}, in_channels={in_channels}."
         )
-    accepted = model_options(name)
-    for option in options:
-        if option not in accepted:
-            raise FcnsegError(
-                f"model '{name}' has no option '{option}'.{suggest(option, accepted)} "
-                f"Its options: {', '.join(accepted) or 'none'}."
-            )
+    check_options(options, model_options(name), f"model '{name}'")
     return builder(num_classes=num_classes, in_channels=in_channels, **options)
 
 

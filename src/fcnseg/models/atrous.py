@@ -19,6 +19,15 @@ all give the plain convolution's values and gradients (up to float rounding):
 
 `benchmarks/atrous_speed.py` measures the kernels' cliffs and each route.
 
+The shortcuts are on by default because they are what makes DeepLab fast on CPU: ASPP's three
+depthwise convolutions take 5.3 ms instead of 17.1 ms at 360x480, and 23 ms instead of 157 ms
+forward and backward in a 4x256x256 training step, and DeepLabv3+ runs at 0.94 / 0.96-0.98 of
+segmentation-models-pytorch's eval / training time with them, 0.99 / 1.03 without them
+(README.md and docs/models.md, "Atrous convolution on CPU"). `atrous_conv3x3(...,
+shortcuts=False)`, the DeepLab models' `atrous_shortcuts=False`, builds the plain `nn.Conv2d`
+instead: the same parameters and state-dict keys, for comparing against or ruling the shortcuts
+out.
+
 While a model is traced or compiled (`torch.jit.trace`, `torch.export`, ONNX export,
 `torch.compile`), the plain convolution is used, so that the exported graph holds one
 convolution that is right at every input size. `torch.jit.script` and `torch.fx.symbolic_trace`
@@ -38,6 +47,18 @@ from torch.autograd.function import once_differentiable
 # torch 2.13 on an AVX-512 AMD EPYC (benchmarks/atrous_speed.py). On other CPUs the cliff may sit
 # elsewhere; the routes stay exact either way, only their speed changes.
 FAST_FORWARD_RATE = 6
+
+
+def atrous_conv3x3(
+    in_channels: int, out_channels: int, rate: int, groups: int = 1, shortcuts: bool = True
+) -> nn.Conv2d:
+    """A bias-free 3x3 convolution at dilation `rate`, size kept: an `AtrousConv2d`, or with
+    `shortcuts=False` the plain `nn.Conv2d` it stands in for (same parameters and keys)."""
+    if shortcuts:
+        return AtrousConv2d(in_channels, out_channels, rate, groups=groups)
+    return nn.Conv2d(
+        in_channels, out_channels, 3, padding=rate, dilation=rate, groups=groups, bias=False
+    )
 
 
 class AtrousConv2d(nn.Conv2d):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fcnseg.models.atrous import AtrousConv2d
+from fcnseg.models.atrous import atrous_conv3x3
 
 
 class ConvBNReLU(nn.Sequential):
@@ -18,10 +18,11 @@ class ConvBNReLU(nn.Sequential):
         kernel_size: int = 3,
         stride: int = 1,
         dilation: int = 1,
+        atrous_shortcuts: bool = True,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         if kernel_size == 3 and stride == 1 and dilation > 1:
-            conv: nn.Conv2d = AtrousConv2d(in_channels, out_channels, dilation)
+            conv = atrous_conv3x3(in_channels, out_channels, dilation, shortcuts=atrous_shortcuts)
         else:
             conv = nn.Conv2d(
                 in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False
@@ -46,9 +47,18 @@ class SeparableConvBNReLU(nn.Sequential):
     """Depthwise 3x3 (atrous) conv -> pointwise 1x1 conv -> BN -> ReLU (DeepLabv3+'s atrous
     separable convolution): about 9 / (9 + C_out) of the multiply-adds of a full 3x3 conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        dilation: int = 1,
+        atrous_shortcuts: bool = True,
+    ) -> None:
+        depthwise = atrous_conv3x3(
+            in_channels, in_channels, dilation, groups=in_channels, shortcuts=atrous_shortcuts
+        )
         super().__init__(
-            AtrousConv2d(in_channels, in_channels, dilation, groups=in_channels),
+            depthwise,
             nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),

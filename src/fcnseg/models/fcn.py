@@ -11,8 +11,16 @@ scores computed from pool4 (stride 16); FCN-8s does the same once more with pool
       -> 32x / 16x / 8x up                                          (N, K, H, W)
 
 Every upsampling is a transposed convolution initialised to bilinear interpolation and then
-learned. The skip score layers start at zero, so that a fresh FCN-16s computes exactly what its
-FCN-32s would (the paper trains them in stages, each from the coarser one).
+learned. Every score layer (score_fr and the skip scores) starts at zero, weights and biases, as
+in the paper's reference Caffe code: a fresh FCN of any kind outputs exactly zero logits, and
+training moves them away from zero through the gradients of the score layers' weights (the
+backbone's gradients are zero on the first step only).
+
+The paper trains in stages, FCN-16s initialised from a trained FCN-32s and FCN-8s from that
+FCN-16s. Loaded that way (every weight but the final upsampling, whose kernel differs in size),
+an FCN-16s starts out computing the FCN-32s's stride-32 scores upsampled 2x and then 16x, since
+its pool4 scores are zero. That is close to, but not the same as, its FCN-32s's single 32x
+upsampling: two bilinear steps weigh the scores differently from one.
 
 Deliberate deviation, for any input size: the paper pads the image by 100 pixels and crops each
 fused map at hand-computed offsets. Here the image is padded (bottom/right) to a multiple of 32,
@@ -39,16 +47,13 @@ class FCNDecoder(nn.Module):
         super().__init__()
         if finest_stride not in (8, 16, 32):
             raise FcnsegError(f"FCN fuses down to stride 8, 16 or 32, not {finest_stride}.")
-        self.score_fr = nn.Conv2d(channels[32], num_classes, kernel_size=1)
+        self.score_fr = zero_score_layer(channels[32], num_classes)
         self.skip_strides = [stride for stride in (16, 8) if stride >= finest_stride]
         # score_pool4, score_pool3 and the 2x upsamplings before them (upscore2, upscore_pool4)
         self.score_skips = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for stride in self.skip_strides:
-            score = nn.Conv2d(channels[stride], num_classes, kernel_size=1)
-            nn.init.zeros_(score.weight)
-            nn.init.zeros_(score.bias)
-            self.score_skips.append(score)
+            self.score_skips.append(zero_score_layer(channels[stride], num_classes))
             self.upsample.append(bilinear_upsampling(num_classes, factor=2))
 
     def forward(self, features: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -58,6 +63,14 @@ class FCNDecoder(nn.Module):
         ):
             scores = up(scores) + score_skip(features[stride])  # (N, K, H/s, W/s)
         return scores
+
+
+def zero_score_layer(in_channels: int, num_classes: int) -> nn.Conv2d:
+    """A 1x1 score layer with zero weights and bias, as the paper's reference code has them."""
+    score = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+    nn.init.zeros_(score.weight)
+    nn.init.zeros_(score.bias)
+    return score
 
 
 class FCN(SegmentationModel):
