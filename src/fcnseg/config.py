@@ -109,6 +109,8 @@ class TrainConfig:
 @dataclass
 class Config:
     name: str = "run"
+    # "semantic": a class per pixel; "instance": objects told apart (instance maps, mask AP)
+    task: Literal["semantic", "instance"] = "semantic"
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
