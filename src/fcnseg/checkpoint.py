@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnseg.config import Config
+from fcnseg.config import Config, scored_classes
 from fcnseg.errors import FcnsegError
 from fcnseg.models import build_model
 from fcnseg.palette import PALETTE
@@ -100,10 +100,10 @@ def model_checkpoint(
     The config defaults to the defaults with the spec's class count; class names to "class 0",
     "class 1", ...; the palette to fcnseg's fixed one.
     """
-    count = spec.num_classes
     if config is None:
         config = Config()
-        config.data.num_classes = count
+        config.data.num_classes = spec.num_classes
+    count = scored_classes(spec.num_classes)  # names and colours: 2 for a one-output model
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
     colours = np.asarray(PALETTE[:count] if palette is None else palette, dtype=np.int64)
     return {

@@ -4,12 +4,14 @@
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
-    fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR]
+    fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
-    fcnseg export CHECKPOINT [--out FILE] [--int8 --calibrate DIR [--force]]
+    fcnseg export CHECKPOINT [--out FILE] [--overwrite] [--int8 --calibrate DIR [--force]]
     fcnseg models
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
+Ctrl-C ends a command with "interrupted" (status 130), SIGTERM likewise with "terminated"
+(143): training finishes its step and its checkpoint first (fcnseg.termination).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="ONNX (and int8) model for deployment")
     export.add_argument("checkpoint")
     export.add_argument("--out", help="the .onnx file to write (default beside the checkpoint)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing fcnseg export at --out"
+    )
     export.add_argument("--int8", action="store_true", help="static int8 quantization")
     export.add_argument("--calibrate", metavar="DIR", help="int8: images to calibrate on")
     export.add_argument("--data", help="int8: dataset judged on (default: the checkpoint's)")
@@ -94,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("data_dir", nargs="?", help="dataset folder (default: --config's root)")
     inspect.add_argument("--config", help="YAML file or recipe whose data section applies")
-    inspect.add_argument(
-        "--out", help="folder for class_pixels.png and inspect.json (default runs/inspect-NAME)"
-    )
+    _add_out(inspect, "folder for class_pixels.png and inspect.json (default runs/inspect-NAME)")
     _add_set(inspect)
 
     commands.add_parser("models", help="list the registered models and their options")
@@ -124,14 +127,13 @@ def _train(args: argparse.Namespace) -> int:
     distributed.start()  # under torchrun: join the other ranks; nothing in a plain process
     try:
         if args.resume:
-            config, run_dir = commands.resume_run(args.resume, args.overrides)
+            run = commands.resumed_run(args.resume, args.overrides)
         else:
-            config, run_dir = commands.start_run(
-                args.config, args.overrides, args.out, args.overwrite
+            run = commands.started_run(args.config, args.overrides, args.out, args.overwrite)
+        with run as (config, run_dir):  # the run folder stays locked while it trains
+            report = commands.train(
+                config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
             )
-        report = commands.train(
-            config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
-        )
         if distributed.is_main():
             print(f"report: {report}")
     finally:
@@ -199,9 +201,11 @@ def _predict(args: argparse.Namespace) -> int:
         options=_inference_options(args),
         show_progress=not args.no_progress,
     )
-    for failure in failures:
-        print(f"failed: {failure}", file=sys.stderr)
     print(f"masks and overlays: {args.out}")
+    for failure in failures:  # at the end, where they are seen
+        print(f"failed: {failure}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} image(s) could not be predicted (listed above)", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -217,6 +221,7 @@ def _export(args: argparse.Namespace) -> int:
         split=args.split,
         max_drop=args.max_drop,
         force=args.force,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -224,7 +229,9 @@ def _export(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from fcnseg import commands
 
-    report, ready = commands.inspect(args.data_dir, args.config, args.overrides, args.out)
+    report, ready = commands.inspect(
+        args.data_dir, args.config, args.overrides, args.out, args.overwrite
+    )
     print(report)
     return 0 if ready else 1  # non-zero: training would fail or learn nothing
 
@@ -259,11 +266,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from fcnseg.termination import EXIT_STATUS, Terminated, sigterm_as_interrupt
+
     try:
-        return HANDLERS[args.command](args)
+        with sigterm_as_interrupt():
+            return HANDLERS[args.command](args)
     except FcnsegError as error:
         print(f"fcnseg {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_STATUS
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

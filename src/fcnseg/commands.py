@@ -12,24 +12,23 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
-from fcnseg.config import Config, LossConfig, build_config, load_config, save_config
+from fcnseg.config import Config, LossConfig, load_config, scored_classes
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.doctor.inspect import Inspection, check_before_training, inspect_data
 from fcnseg.data.doctor.report import format_report, inspection_dict, training_scan
-from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels
+from fcnseg.data.folder import image_channels
 from fcnseg.errors import FcnsegError
 from fcnseg.export.pipeline import export_checkpoint
 from fcnseg.inference import InferenceOptions, load, predictor_for
 from fcnseg.inference.backends import select_backend
-from fcnseg.inference.files import predict_files
+from fcnseg.inference.files import input_images, output_names, predict_files
 from fcnseg.inference.loading import resolve_device
 from fcnseg.inference.predictor import sample_predictions
 from fcnseg.losses import (
@@ -38,33 +37,14 @@ from fcnseg.losses import (
     median_frequency_weights,
     resolve_class_weights,
 )
-from fcnseg.registry import suggest
 from fcnseg.report.evaluation import evaluate as evaluate_split
 from fcnseg.report.figures import plot_class_pixels
 from fcnseg.report.run_report import training_history, write_run_report
-from fcnseg.rundir import prepare_run_dir
+from fcnseg.rundir import run_folder
+from fcnseg.runs import resolve_config, started_run
+from fcnseg.runs import resumed_run as resumed_run  # the CLI's, beside started_run
 from fcnseg.training import distributed
 from fcnseg.training.trainer import Trainer
-
-
-def recipe_names() -> list[str]:
-    folder = resources.files("fcnseg") / "configs"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def resolve_config(name_or_path: str) -> Path:
-    """A YAML path as given, or the name of a recipe shipped with fcnseg (e.g. 'demo')."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    if name_or_path in recipe_names():
-        return Path(str(resources.files("fcnseg") / "configs" / f"{name_or_path}.yaml"))
-    raise FcnsegError(
-        f"config {name_or_path} is neither a file nor a packaged recipe."
-        f"{suggest(name_or_path, recipe_names())} Recipes: {', '.join(recipe_names())}."
-    )
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +63,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
     class_names = _class_names(config, train_set.source.class_names)
-    palette = val_set.palette[: data.num_classes]  # the dataset's class colours, or fcnseg's
+    palette = val_set.palette[: scored_classes(data.num_classes)]  # the dataset's, or fcnseg's
     # The label doctor reads every mask before the first step; its counts give class weights.
     inspection = check_before_training(data) if data.kind == "folder" else None
     channels = image_channels(data.image_mode, data.image_alpha)
@@ -166,50 +146,28 @@ def _loss_config(
         masks = (train_set.source.load(index)[1] for index in range(len(train_set)))
         return count_class_pixels(masks, data.num_classes, data.ignore_index)
 
-    return resolve_class_weights(config.loss, counts)
+    return resolve_class_weights(config.loss, counts, data.num_classes)
 
 
 def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
     names = config.data.class_names or dataset_names
-    if len(names) != config.data.num_classes:
+    if len(names) != scored_classes(config.data.num_classes):  # 2 for a one-output model
         raise FcnsegError(
             f"data.num_classes is {config.data.num_classes} but there are {len(names)} class "
-            f"names ({', '.join(names)}); make them agree."
+            f"names ({', '.join(names)}); make them agree (a one-output model has 2)."
         )
     return list(names)
-
-
-def start_run(
-    config_path: str | None, overrides: list[str], out: str | None, overwrite: bool
-) -> tuple[Config, Path]:
-    """Load the config, create the run folder (never over an unrelated one), save the config."""
-    config = load_config(resolve_config(config_path) if config_path else None, overrides)
-    run_dir = Path(out) if out else Path(config.output_dir) / config.name
-    if distributed.is_main():  # under torchrun, rank 0 makes the folder while the others wait
-        prepare_run_dir(run_dir, overwrite)
-        save_config(config, run_dir / "config.yaml")
-    distributed.barrier()
-    return config, run_dir
-
-
-def resume_run(run_dir: str, overrides: list[str]) -> tuple[Config, Path]:
-    """The config of an existing run, plus overrides (e.g. more epochs), to continue it."""
-    run_path = Path(run_dir)
-    config = build_config(load_checkpoint(run_path / "last.pt")["config"], overrides)
-    if distributed.is_main():
-        save_config(config, run_path / "config.yaml")
-    return config, run_path
 
 
 def demo(out: Path, overwrite: bool, overrides: list[str], show_progress: bool = True) -> Path:
     """Generate shapes into <out>/data, train the demo recipe on those files, write the report."""
     root = Path(out) / "data"
     overrides = ["data.kind=folder", f"data.root={root}", *overrides]
-    config, run_dir = start_run("demo", overrides, str(out), overwrite)
-    data = config.data
-    counts = {data.train_split: data.synthetic_train, data.val_split: data.synthetic_val}
-    write_shapes_folder(run_dir / "data", counts, data.synthetic_size, config.train.seed)
-    return train(config, run_dir, show_progress=show_progress)
+    with started_run("demo", overrides, str(out), overwrite, reads_data=False) as (config, run):
+        data = config.data
+        counts = {data.train_split: data.synthetic_train, data.val_split: data.synthetic_val}
+        write_shapes_folder(run / "data", counts, data.synthetic_size, config.train.seed)
+        return train(config, run, show_progress=show_progress)
 
 
 def evaluate(
@@ -226,28 +184,32 @@ def evaluate(
     data = replace(predictor.data, kind="folder", root=data_dir, val_split=split)
     dataset = make_dataset(data, split, train=False)
     dataset.source.check_labels()
-    out_dir = prepare_run_dir(
-        Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}", overwrite
-    )
-    evaluation = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
-    checkpoint = predictor.checkpoint
-    return write_run_report(
-        out_dir,
-        evaluation,
-        predictor.class_names,
-        sample_predictions(predictor, dataset),
-        training_history(checkpoint_path, checkpoint),
-        title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
-        summary={"images": len(dataset), "checkpoint": f"epoch {checkpoint.get('epoch')}"},
-        palette=dataset.palette,
-    )
+    out_dir = Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}"
+    with run_folder(out_dir, overwrite, [checkpoint_path, data_dir], "evaluate"):
+        evaluation = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
+        checkpoint = predictor.checkpoint
+        return write_run_report(
+            out_dir,
+            evaluation,
+            predictor.class_names,
+            sample_predictions(predictor, dataset),
+            training_history(checkpoint_path, checkpoint),
+            title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
+            summary={"images": len(dataset), "checkpoint": f"epoch {checkpoint.get('epoch')}"},
+            palette=dataset.palette,
+        )
 
 
 def inspect(
-    data_dir: str | None, config_path: str | None, overrides: list[str], out: str | None
+    data_dir: str | None,
+    config_path: str | None,
+    overrides: list[str],
+    out: str | None,
+    overwrite: bool = False,
 ) -> tuple[str, bool]:
     """The label doctor on a dataset folder (or a config's data.root): report text, and whether
-    training could start. Writes class_pixels.png and inspect.json to `out`."""
+    training could start. Writes class_pixels.png and inspect.json to `out` (a new folder, or
+    with `overwrite` an fcnseg one)."""
     config = load_config(resolve_config(config_path) if config_path else None, overrides)
     data = config.data if data_dir is None else replace(config.data, kind="folder", root=data_dir)
     if data.kind != "folder" or data.root is None:
@@ -257,10 +219,11 @@ def inspect(
     inspection = inspect_data(data, infer_classes=infer)
     scan = training_scan(inspection, data.train_split)
     weights = median_frequency_weights(scan.class_pixels, scan.presence_pixels)
-    out_dir = prepare_run_dir(out or f"runs/inspect-{Path(data.root).resolve().name}", True)
-    plot_class_pixels(inspection, out_dir / "class_pixels.png")
-    summary = inspection_dict(inspection, data.train_split, weights)
-    (out_dir / "inspect.json").write_text(json.dumps(summary, indent=1))
+    out_dir = Path(out or f"runs/inspect-{Path(data.root).resolve().name}")
+    with run_folder(out_dir, overwrite, [data.root], "inspect"):
+        plot_class_pixels(inspection, out_dir / "class_pixels.png")
+        summary = inspection_dict(inspection, data.train_split, weights)
+        (out_dir / "inspect.json").write_text(json.dumps(summary, indent=1))
     chart = out_dir / "class_pixels.png"
     report = format_report(inspection, data.train_split, weights, chart)
     return report, not inspection.errors
@@ -278,14 +241,15 @@ def predict(
 ) -> list[str]:
     """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image, through
     the fastest backend at hand (fcnseg.inference.backends) and the Predictor's `options`
-    (tiles, TTA).
+    (tiles, TTA), into a new folder (or with `overwrite` an fcnseg one).
 
     Returns the failures ("file: reason"); unreadable images are skipped, not fatal.
     """
     predictor = load(checkpoint_path, options=options)
-    images = _input_images(Path(inputs))
-    out_dir = Path(out).resolve()
-    if any(out_dir == image.parent or out_dir in image.parents for image in images):
+    images = input_images(Path(inputs))
+    names = output_names(images)  # unique, or a clear refusal before any work
+    out_dir, resolved = Path(out), Path(out).resolve()
+    if any(resolved == image.parent or resolved in image.parents for image in images):
         raise FcnsegError(
             f"--out {out} holds the input images; writing there could overwrite them. "
             "Choose a separate output folder."
@@ -296,8 +260,9 @@ def predict(
     predictor.model = network
     if show_progress:
         print(f"backend: {description}")
-    prepare_run_dir(out_dir, overwrite)
-    return predict_files(predictor, images, out_dir, show_progress)
+    reads = [checkpoint_path, inputs, *([onnx_path] if onnx_path else [])]
+    with run_folder(out_dir, overwrite, reads, "predict"):
+        return predict_files(predictor, images, out_dir, show_progress, names)
 
 
 def export(
@@ -309,21 +274,9 @@ def export(
     split: str | None = None,
     max_drop: float = 1.0,
     force: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """`fcnseg export`: a checked ONNX model (and an int8 one, judged); see fcnseg.export."""
     return export_checkpoint(
-        checkpoint_path, out, int8, calibrate, data_dir, split, max_drop, force
+        checkpoint_path, out, int8, calibrate, data_dir, split, max_drop, force, overwrite
     )
-
-
-def _input_images(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path.resolve()]
-    if path.is_dir():
-        images = sorted(p.resolve() for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            return images
-        raise FcnsegError(
-            f"{path} holds no images; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}."
-        )
-    raise FcnsegError(f"{path} does not exist; give an image file or a folder of images.")

@@ -29,9 +29,20 @@ from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
 
 
+def scored_classes(num_classes: int) -> int:
+    """How many labels a model of `num_classes` outputs learns and is scored on: its outputs,
+    except that a single-output (binary, sigmoid) model has two, background 0 and foreground 1.
+
+    The one place where "1 output" becomes "2 classes": label maps, class names, colours, class
+    weights and the confusion matrix all count classes through it.
+    """
+    return max(num_classes, 2)
+
+
 @dataclass
 class DataConfig:
-    kind: Literal["synthetic", "folder"] = "synthetic"  # generated (nothing to download), or files
+    # generated (nothing to download), or files; "coco": COCO JSON annotations (instance task)
+    kind: Literal["synthetic", "folder", "coco"] = "synthetic"
     root: str | None = None  # folder datasets: <root>/<split>/images and <root>/<split>/masks
     layout: Literal["auto", "folder", "lists", "voc", "camvid"] = "auto"  # see data/layouts.py
     num_classes: int = 4
@@ -64,6 +75,10 @@ class DataConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     batch_size: int = 8
     num_workers: int = 0
+    # Instance task, data.kind "coco": the COCO JSON of each split, e.g. {train: ann/train.json},
+    # relative to data.root unless absolute; a split not named here reads
+    # <root>/annotations/<split>.json. Images: <root>/<split>/images (fcnseg.data.instances.coco).
+    coco_annotations: dict[str, str] | None = None
 
 
 @dataclass
@@ -199,7 +214,12 @@ def check_values(config: Config) -> None:
         if not all(math.isfinite(number) for number in numbers) or not accepts(value):
             raise FcnsegError(f"config key '{key}' is {value!r}; accepted: {accepted}.")
     data = config.data
-    scored = max(data.num_classes, 2)  # a one-output (binary) model still scores two classes
+    if data.kind == "coco" and config.task != "instance":
+        raise FcnsegError(
+            "data.kind is coco, which holds instances; set task: instance, or give the semantic "
+            "masks as a folder dataset (data.kind: folder)."
+        )
+    scored = scored_classes(data.num_classes)
     if 0 <= data.ignore_index < scored:
         raise FcnsegError(
             f"data.ignore_index is {data.ignore_index}, which is one of the {scored} classes "

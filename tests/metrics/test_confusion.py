@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from fcnseg import ConfusionMatrix, FcnsegError
+from fcnseg.config import scored_classes
+from fcnseg.inference.predictor import labels_from_logits
 
 
 def test_scores_match_hand_computation_with_ignore_and_absent_class():
@@ -162,3 +164,19 @@ def test_bootstrap_interval_narrows_with_more_images():
         return high - low
 
     assert interval(200) < interval(10)
+
+
+def test_a_single_output_model_is_scored_on_background_and_foreground():
+    # One sigmoid logit per pixel, thresholded at 0 (p = 0.5) by the Predictor's rule.
+    assert [scored_classes(count) for count in (1, 2, 5)] == [2, 2, 5]
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]]).reshape(1, 1, 2, 3)
+    target = torch.tensor([[[1, 0, 0], [0, 255, 1]]])
+    matrix = ConfusionMatrix(num_classes=1, ignore_index=255)
+    matrix.update(labels_from_logits(logits), target)
+    # Predicted 1, 0, 1 / 0, (0, ignored), 1 against truth 1, 0, 0 / 0, -, 1:
+    # background TP 2, FP 0, FN 1; foreground TP 2, FP 1, FN 0.
+    assert matrix.matrix.tolist() == [[2, 1], [0, 2]]
+    scores = matrix.compute()
+    assert scores.per_class_iou == pytest.approx((2 / 3, 2 / 3))
+    assert scores.per_class_dice == pytest.approx((4 / 5, 4 / 5))
+    assert scores.pixel_accuracy == pytest.approx(4 / 5)

@@ -10,6 +10,11 @@ when there is one from the same weights (else it exports one to a temporary fold
 calibrated on the images of DIR (a folder of images, or a dataset root whose training split is
 used), then both models are run over the validation split (--data, else the checkpoint's own
 dataset): if int8 loses more than --max-drop mIoU points it is not written, unless --force.
+
+The target must be a new file, or with --overwrite an earlier fcnseg export (never a file of
+the user's, never a folder), in a folder that exists. It is written under a hidden name and
+renamed into place only once checked (fcnseg.atomic): a refused or interrupted export leaves
+the file that was there before.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from fcnseg.atomic import atomic_path
 from fcnseg.config import DataConfig
 from fcnseg.data import make_dataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
@@ -43,6 +49,7 @@ def export_checkpoint(
     split: str | None = None,
     max_drop: float = DEFAULT_MAX_DROP,
     force: bool = False,
+    overwrite: bool = False,
     print_line: Callable[[str], None] = print,
 ) -> Path:
     """Export (and with `int8`, quantize) a checkpoint; returns the file written."""
@@ -51,47 +58,104 @@ def export_checkpoint(
         raise FcnsegError("--int8 needs --calibrate DIR, a folder of images like the inputs.")
     suffix = ".int8.onnx" if int8 else ".onnx"
     target = Path(out) if out else default_onnx_path(checkpoint_path).with_suffix(suffix)
-    if target.suffix != ".onnx":
-        raise FcnsegError(f"--out {target} must end in .onnx (it is the exported model).")
+    check_target(target, overwrite)
     predictor = load(checkpoint_path, device="cpu")
-    if not int8:
-        _export_checked(predictor, target, print_line)
-    else:
-        with tempfile.TemporaryDirectory() as scratch:
-            float_path = _float_export_of(checkpoint_path, predictor)
-            if float_path is None:
-                float_path = Path(scratch) / "float.onnx"
-                _export_checked(predictor, float_path, print_line)
-            else:
-                print_line(f"quantizing {float_path} (exported from this checkpoint)")
-            calibration = calibration_images(Path(calibrate), predictor)
-            print_line(f"calibrating on {len(calibration)} images from {calibrate}")
-            quantize_static_int8(float_path, target, calibration)
-            data = predictor.data
-            result = judge(
-                OnnxModel(float_path),
-                OnnxModel(target),
-                _validation_pairs(data, data_dir, split),
-                data.num_classes,
-                data.ignore_index,
+    with atomic_path(target) as partial:  # renamed to `target` only if nothing raises
+        if not int8:
+            _export_checked(predictor, partial, print_line)
+        else:
+            result = _quantized(
+                predictor,
+                checkpoint_path,
+                partial,
+                calibrate,
+                data_dir,
+                split,
                 max_drop,
+                print_line,
             )
-        _keep_or_refuse(result, target, max_drop, force, print_line)
+            _keep_or_refuse(result, max_drop, force, print_line)
     print_line(f"wrote {target}")
     return target
 
 
-def _keep_or_refuse(
-    result: QuantizationResult,
-    target: Path,
+def _quantized(
+    predictor: Predictor,
+    checkpoint_path: str,
+    path: Path,
+    calibrate: str,
+    data_dir: str | None,
+    split: str | None,
     max_drop: float,
-    force: bool,
     print_line: Callable[[str], None],
+) -> QuantizationResult:
+    """Write the int8 model to `path`, from the float export beside the checkpoint (or a fresh
+    one), calibrated on `calibrate`, and judge it against the float one on the validation
+    split of `data_dir` (default: the checkpoint's dataset)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path = _float_export_of(checkpoint_path, predictor)
+        if float_path is None:
+            float_path = Path(scratch) / "float.onnx"
+            _export_checked(predictor, float_path, print_line)
+        else:
+            print_line(f"quantizing {float_path} (exported from this checkpoint)")
+        calibration = calibration_images(Path(calibrate), predictor)
+        print_line(f"calibrating on {len(calibration)} images from {calibrate}")
+        quantize_static_int8(float_path, path, calibration)
+        data = predictor.data
+        return judge(
+            OnnxModel(float_path),
+            OnnxModel(path),
+            _validation_pairs(data, data_dir, split),
+            data.num_classes,
+            data.ignore_index,
+            max_drop,
+        )
+
+
+def check_target(target: Path, overwrite: bool) -> None:
+    """The export's file: a new .onnx file in an existing folder, or with `overwrite` an
+    earlier fcnseg export; anything else is refused before any work."""
+    if target.suffix != ".onnx":
+        raise FcnsegError(f"--out {target} must end in .onnx (it is the exported model).")
+    if target.is_dir():
+        raise FcnsegError(f"--out {target} is a folder; give the .onnx file to write.")
+    if not target.parent.is_dir():
+        raise FcnsegError(
+            f"--out {target}: the folder {target.parent} does not exist; create it first, "
+            "or choose another --out."
+        )
+    if not target.exists() and not target.is_symlink():
+        return
+    if not overwrite:
+        raise FcnsegError(
+            f"{target} already exists; pass --overwrite to replace it, or choose another --out."
+        )
+    if not is_fcnseg_export(target):
+        raise FcnsegError(
+            f"{target} is not a model fcnseg exported (no fcnseg metadata), so it is left "
+            "untouched even with --overwrite; choose another --out."
+        )
+
+
+def is_fcnseg_export(path: Path) -> bool:
+    """Whether `path` is an ONNX model carrying the metadata `fcnseg export` writes."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # onnx's own errors for a file that is not a model
+        return False
+    return any(entry.key == "fcnseg.fingerprint" for entry in model.metadata_props)
+
+
+def _keep_or_refuse(
+    result: QuantizationResult, max_drop: float, force: bool, print_line: Callable[[str], None]
 ) -> None:
-    """Report the int8 model's mIoU change and speed-up; delete it past the margin unforced."""
+    """Report the int8 model's mIoU change and speed-up; refuse it past the margin unforced
+    (the error deletes the file: export_checkpoint writes it under atomic_path)."""
     print_line(f"int8 on {result.images} validation images: {result.describe()}")
     if not result.kept and not force:
-        target.unlink()
         raise FcnsegError(
             f"the int8 model loses {result.drop_points:.2f} mIoU points, more than --max-drop "
             f"{max_drop}; it was not written. Calibrate on more representative images, or "
@@ -108,7 +172,7 @@ def _export_checked(predictor: Predictor, path: Path, print_line: Callable[[str]
         "in_channels": spec["in_channels"],
         "num_classes": spec["num_classes"],
         "class_names": predictor.class_names,
-        "palette": predictor.palette[: spec["num_classes"]].tolist(),
+        "palette": predictor.palette[: len(predictor.class_names)].tolist(),  # 2 if binary
         "mean": list(data.mean),
         "std": list(data.std),
         "image_mode": data.image_mode,

@@ -7,15 +7,22 @@ For each image <stem>.<ext>:
                          person sees)
     <stem>_overlay.png   the class colours blended over the image
 
+Where two inputs would share an output name (a.png and a.jpg; b.png and b_overlay.png), those
+inputs keep their extension in it: a.png.png, a.jpg.png, a.jpg_overlay.png. Each file is
+written under a hidden name and renamed when whole (fcnseg.atomic), so a killed run leaves no
+partial file.
+
 Images are read as the model's training data was (greyscale / RGB, alpha, bit depth: see
 fcnseg.data.images). An image too large for one pass (the Predictor's memory budget decides)
 goes through tiles in row bands, each band written to both PNGs as soon as it is final, so the
 masks of a 12000 x 12000 image never sit in memory whole (inference/streaming.py). A file that
-cannot be read is named and skipped; the caller reports the failures and exits non-zero.
+cannot be read or predicted, for whatever reason, is named and skipped; the caller reports the
+failures at the end and exits non-zero.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +30,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from rich.progress import track
 
+from fcnseg.atomic import atomic_path
 from fcnseg.config import DataConfig
-from fcnseg.data.folder import image_channels, read_image
+from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.streaming import BandSource, PngWriter
@@ -33,32 +41,78 @@ from fcnseg.palette import overlay
 CHUNK_ROWS = 64  # rows normalised or coloured at a time within a band
 
 
+def input_images(path: Path) -> list[Path]:
+    """The image file `path`, or the images in the folder `path` (resolved, sorted)."""
+    if path.is_file():
+        return [path.resolve()]
+    if path.is_dir():
+        images = sorted(p.resolve() for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            return images
+        raise FcnsegError(
+            f"{path} holds no images; accepted suffixes: {', '.join(IMAGE_SUFFIXES)}."
+        )
+    raise FcnsegError(f"{path} does not exist; give an image file or a folder of images.")
+
+
+def output_names(images: list[Path]) -> dict[Path, str]:
+    """Each input's output name (mask <name>.png, overlay <name>_overlay.png): its stem, or
+    where outputs would clash, its whole file name. Letter case counts as the same, as on the
+    file systems of macOS and Windows."""
+    names = {image: image.stem for image in images}
+    while clashing := _clashing(names):
+        renamed = {image: image.name for image in clashing if names[image] != image.name}
+        if not renamed:  # whole names that clash: A.png and a.png
+            raise FcnsegError(
+                "these inputs would write files of the same name: "
+                f"{', '.join(sorted(image.name for image in clashing))}; rename them apart."
+            )
+        names.update(renamed)  # each input at most once, so this ends
+    return names
+
+
+def _clashing(names: dict[Path, str]) -> set[Path]:
+    writers: dict[str, set[Path]] = defaultdict(set)
+    for image, name in names.items():
+        for output in (f"{name}.png", f"{name}_overlay.png"):
+            writers[output.casefold()].add(image)
+    return {image for group in writers.values() if len(group) > 1 for image in group}
+
+
 def predict_files(
     predictor: Predictor,
     images: list[Path],
     out_dir: Path,
     show_progress: bool = True,
+    names: dict[Path, str] | None = None,
 ) -> list[str]:
-    """Write the mask and overlay of every image into out_dir; return the failures. The
-    predictor (fcnseg.load) says how to read the images and which colour each class has."""
+    """Write the mask and overlay of every image into out_dir (named by `names`, default
+    `output_names`); return the failures. The predictor (fcnseg.load) says how to read the
+    images and which colour each class has."""
     if predictor.data is None:
         raise ValueError("predict_files needs a Predictor from fcnseg.load (it knows the data)")
+    names = output_names(images) if names is None else names
     failures = []
     progress = show_progress and len(images) > 1
     for path in track(images, description="predicting", disable=not progress, transient=True):
         try:
-            predict_file(predictor, path, out_dir)
+            predict_file(predictor, path, out_dir, names[path])
         except FcnsegError as error:
             failures.append(str(error))
+        except Exception as error:  # any one file's problem must not stop the others
+            failures.append(f"cannot predict {path}: {type(error).__name__}: {error}")
     return failures
 
 
-def predict_file(predictor: Predictor, path: Path, out_dir: Path) -> None:
+def predict_file(predictor: Predictor, path: Path, out_dir: Path, name: str | None = None) -> None:
     data, colours = predictor.data, predictor.palette
     width, height = check_input(path, data)
-    mask_path, overlay_path = out_dir / f"{path.stem}.png", out_dir / f"{path.stem}_overlay.png"
+    name = path.stem if name is None else name
+    mask_path, overlay_path = out_dir / f"{name}.png", out_dir / f"{name}_overlay.png"
     if predictor.use_tiles(1, height, width):
-        predict_in_bands(predictor, BandSource(path, data), mask_path, overlay_path, colours)
+        with atomic_path(mask_path) as mask_partial, atomic_path(overlay_path) as overlay_partial:
+            source = BandSource(path, data)
+            predict_in_bands(predictor, source, mask_partial, overlay_partial, colours)
         return
     image = read_image(
         path, data.image_mode, data.image_alpha, data.image_bit_depth, data.image_scaling
@@ -66,8 +120,10 @@ def predict_file(predictor: Predictor, path: Path, out_dir: Path) -> None:
     labels = predictor.predict_image(image).astype(np.uint8)
     indexed = Image.fromarray(labels, mode="P")
     indexed.putpalette(colours.flatten().tolist())
-    indexed.save(mask_path)
-    Image.fromarray(overlay(image, labels, colours)).save(overlay_path)
+    with atomic_path(mask_path) as mask_partial:
+        indexed.save(mask_partial, format="PNG")
+    with atomic_path(overlay_path) as overlay_partial:
+        Image.fromarray(overlay(image, labels, colours)).save(overlay_partial, format="PNG")
 
 
 def check_input(path: Path, data: DataConfig) -> tuple[int, int]:

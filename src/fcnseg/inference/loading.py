@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint, load_weights
-from fcnseg.config import Config, DataConfig, from_dict
+from fcnseg.config import Config, DataConfig, from_dict, scored_classes
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.backends import OnnxModel
@@ -58,7 +58,7 @@ def predictor_for(
     channels = len(data.mean)
     transform = build_transform("none", data.mean, data.std, channels)
     options = (options or InferenceOptions()).at_scale(data.inference_scale)
-    names = class_names or [f"class {i}" for i in range(data.num_classes)]
+    names = class_names or [f"class {i}" for i in range(scored_classes(data.num_classes))]
     colours = full_palette(palette, data.ignore_index) if palette is not None else None
     return Predictor(network, device, transform, options, names, colours, data)
 
@@ -83,7 +83,7 @@ def load(
     model.eval()  # a model for inference: even a forward outside the Predictor uses eval mode
     config = _config_of(checkpoint["config"], path)
     data = replace(config.data, num_classes=spec.num_classes)
-    names = _class_names(checkpoint.get("class_names"), spec.num_classes, path)
+    names = _class_names(checkpoint.get("class_names"), scored_classes(spec.num_classes), path)
     palette = checkpoint.get("palette")
     colours = np.asarray(palette, dtype=np.uint8) if palette is not None else _old_palette(data)
     predictor = predictor_for(model, data, resolve_device(device), options, names, colours)
@@ -110,7 +110,7 @@ def _load_onnx(path: Path, options: InferenceOptions | None) -> Predictor:
     )
     palette = meta.get("palette")
     colours = None if palette is None else np.asarray(palette, dtype=np.uint8)
-    names = _class_names(meta.get("class_names"), spec.num_classes, path)
+    names = _class_names(meta.get("class_names"), scored_classes(spec.num_classes), path)
     predictor = predictor_for(runner, data, "cpu", options, names, colours)
     predictor.source = path
     return predictor
@@ -140,7 +140,7 @@ def _old_palette(data: DataConfig) -> np.ndarray | None:
     from fcnseg.data.masks.labels import palette_for
 
     try:
-        return palette_for(data)[: data.num_classes]
+        return palette_for(data)[: scored_classes(data.num_classes)]
     except FcnsegError:
         return None
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from fcnseg.errors import FcnsegError
 
 MODES = ("auto", "whole", "tiled")
-MIN_TILE = 32  # pixels: the deepest output stride of the registered models
+MIN_TILE = 1  # pixels; the Predictor also refuses tiles smaller than its model's stride
 # Peak activation memory of a forward pass, as a share of the sum of all layer outputs: measured
 # 0.25-0.40 at 1024x1024 for U-Net, U-Net/ResNet-34, LinkNet and DeepLabv3+ (eager, CPU).
 
@@ -43,8 +43,8 @@ class InferenceOptions:
             raise FcnsegError(f"precision '{self.precision}' is not one of fp32, bf16.")
         if self.tile_size < MIN_TILE:
             raise FcnsegError(
-                f"--tile-size is {self.tile_size}; a tile must be at least {MIN_TILE} pixels "
-                "(512 is a good start), or the network sees little but padding."
+                f"--tile-size is {self.tile_size}; a tile is a positive number of pixels, at "
+                "least the model's stride (512 is a good start)."
             )
         if not 0 <= self.overlap < 1:
             raise FcnsegError(

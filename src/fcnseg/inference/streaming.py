@@ -25,6 +25,7 @@ from PIL import Image
 
 from fcnseg.config import DataConfig
 from fcnseg.data.folder import read_image
+from fcnseg.errors import FcnsegError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPES = {1: 0, 3: 2}  # channels -> PNG colour type (greyscale, truecolour)
@@ -131,6 +132,11 @@ class BandSource:
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + top * row_bytes)
             data = handle.read((bottom - top) * row_bytes)
+        if len(data) != (bottom - top) * row_bytes:
+            raise FcnsegError(
+                f"cannot read image {self.path}: the file ends before row {bottom} of "
+                f"{self.height} (truncated?)."
+            )
         band = np.frombuffer(data, np.uint8).reshape(bottom - top, self.width, channels)
         if self.stored_mode == self.mode:
             return band

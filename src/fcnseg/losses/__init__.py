@@ -7,11 +7,15 @@ Two families, and the class weights both can take:
     class_weights.py  median-frequency class weights counted on the training masks
 
 A single-output model (K == 1, masks 0/1) is a binary one. A sigmoid logit x is the two-class
-softmax of [0, x], so every loss but cross_entropy takes it as two classes; region losses then
-score the foreground class only, as binary Dice does. Everything is computed from
-log-probabilities (log_softmax, logsigmoid), never log(p) of a rounded p, so logits of +-1e4
-give finite losses and gradients with no clipping. Ignored pixels take no part at all, and a
-batch with no labelled pixel gives a loss of 0 (not the 0/0 NaN of a plain mean).
+softmax of [0, x], so every loss but cross_entropy takes it as two classes; Dice and Tversky then
+score the foreground class only, as binary Dice does, and Lovasz becomes Berman et al.'s binary
+Lovasz hinge (which also punishes foreground painted on an image that has none). Its class
+weights are one number: the foreground's weight relative to the background's.
+
+Everything is computed from log-probabilities (log_softmax, logsigmoid), never log(p) of a
+rounded p, so logits of +-1e4 give finite losses and gradients with no clipping. Ignored pixels
+take no part at all, and a batch with no labelled pixel gives a loss of 0 (not the 0/0 NaN of a
+plain mean).
 
 The config sums weighted terms, e.g. cross-entropy + Dice with median-frequency class weights:
 
@@ -102,7 +106,12 @@ def build_loss(config: LossConfig, num_classes: int, ignore_index: int = 255) ->
         if len(config.class_weights) != num_classes:
             raise FcnsegError(
                 f"loss.class_weights has {len(config.class_weights)} values but there are "
-                f"{num_classes} classes; give one weight per class."
+                f"{num_classes} classes; give one weight per class"
+                + (
+                    " (a one-output binary model takes one: the foreground's)."
+                    if num_classes == 1
+                    else "."
+                )
             )
         class_weights = torch.tensor(config.class_weights, dtype=torch.float32)
     losses = []

@@ -4,6 +4,10 @@
 median/frequency, e.g. 4-10x on CamVid's poles and signs), or "sqrt_median_frequency", its
 square root: the same order with a gentler spread, for data where the full weights make the
 model paint rare classes over common ones (on CamVid: buildings sprinkled with poles).
+
+A single-output (binary) model has one weight, its foreground's relative to its background's:
+the binary losses take it as BCE's pos_weight. Named weightings give it as w_1 / w_0 of the two
+classes' weights, i.e. background frequency / foreground frequency.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from fcnseg.config import LossConfig
+from fcnseg.config import LossConfig, scored_classes
 from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
 
@@ -22,11 +26,13 @@ from fcnseg.registry import suggest
 def count_class_pixels(
     masks: Iterable[np.ndarray | torch.Tensor], num_classes: int, ignore_index: int = 255
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels of each class, labelled pixels of the images containing it), both (K,) int64.
+    """(pixels of each class, labelled pixels of the images containing it), both (K,) int64,
+    K = scored_classes(num_classes): a binary model's masks hold two classes.
 
     For data the label doctor does not scan (generated shapes); on a folder dataset the
     doctor's own counts (SplitScan.class_pixels, .presence_pixels) are the same numbers.
     """
+    num_classes = scored_classes(num_classes)
     pixels = np.zeros(num_classes, dtype=np.int64)
     presence = np.zeros(num_classes, dtype=np.int64)
     for mask in masks:
@@ -61,9 +67,12 @@ WEIGHTINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def resolve_class_weights(
-    config: LossConfig, counts: Callable[[], tuple[np.ndarray, np.ndarray]]
+    config: LossConfig,
+    counts: Callable[[], tuple[np.ndarray, np.ndarray]],
+    num_classes: int | None = None,
 ) -> LossConfig:
-    """The loss config with a named `class_weights` (see WEIGHTINGS) replaced by the numbers.
+    """The loss config with a named `class_weights` (see WEIGHTINGS) replaced by the numbers:
+    one per class, or for a model of `num_classes` 1 the foreground's relative weight alone.
 
     `counts` gives (class pixels, presence pixels) of the training split, and is called only
     when needed: the label doctor's counts, or `count_class_pixels` over the masks.
@@ -78,4 +87,6 @@ def resolve_class_weights(
         )
     weights = median_frequency_weights(*counts())
     weights = WEIGHTINGS[config.class_weights](weights)
+    if num_classes == 1:  # the binary losses weigh the foreground against the background
+        weights = weights[1:2] / weights[0]
     return dataclasses.replace(config, class_weights=weights.tolist())

@@ -74,12 +74,29 @@ class CrossEntropyLoss(nn.Module):
 
 
 class BinaryCrossEntropyLoss(nn.Module):
-    """Sigmoid cross-entropy for a single-output model (K == 1) against 0/1 masks."""
+    """Sigmoid cross-entropy for a single-output model (K == 1) against 0/1 masks.
 
-    def __init__(self, ignore_index: int = 255, pos_weight: float | None = None) -> None:
+    `pos_weight` weighs the foreground (1) pixels, as in PyTorch's; `class_weights` says the
+    same as a (1,) tensor, which is how `loss.class_weights` of a binary model reaches it.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        pos_weight: float | None = None,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
+        if class_weights is not None:
+            if pos_weight is not None or class_weights.numel() != 1:
+                raise FcnsegError(
+                    f"binary_cross_entropy takes one foreground weight, got pos_weight "
+                    f"{pos_weight} and loss.class_weights {class_weights.tolist()}; give "
+                    "one number in either (loss.class_weights: [w] for a one-output model)."
+                )
+            pos_weight = float(class_weights[0])
         self.ignore_index = ignore_index
-        self.pos_weight = pos_weight  # weight of the foreground (1) pixels, as in PyTorch's
+        self.pos_weight = pos_weight
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if logits.shape[1] != 1:
@@ -99,7 +116,8 @@ class FocalLoss(nn.Module):
     """Lin et al. 2017: -alpha_t (1 - p_t)^gamma log p_t, averaged over the labelled pixels.
 
     `alpha` weighs the foreground of a binary model (1 - alpha the background), as RetinaNet's;
-    for several classes it is a constant factor, and per-class weights are `class_weights`.
+    for several classes it is a constant factor, and per-class weights are `class_weights`; a
+    binary model's `class_weights` may be its foreground weight alone, (1,), as BCE's pos_weight.
     """
 
     def __init__(
@@ -128,6 +146,9 @@ class FocalLoss(nn.Module):
             per_pixel = per_pixel * (
                 torch.where(target == 1, self.alpha, 1 - self.alpha) if binary else self.alpha
             )
-        if self.class_weights is not None:
-            per_pixel = per_pixel * self.class_weights[target]
+        weights = self.class_weights
+        if weights is not None and len(weights) == 1 and logits.shape[1] == 1:
+            per_pixel = per_pixel * torch.where(target == 1, weights[0], 1.0)
+        elif weights is not None:
+            per_pixel = per_pixel * weights[target]
         return masked_mean(per_pixel, valid)

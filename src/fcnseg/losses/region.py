@@ -4,7 +4,11 @@
     tversky   Dice with separate weights for false positives and false negatives
     lovasz    Berman et al. 2018, the Lovasz extension of the Jaccard (IoU) loss
 
-A binary model (one sigmoid logit) is scored on its foreground class only, as binary Dice is.
+A binary model (one sigmoid logit) is scored by Dice and Tversky on its foreground class only,
+as binary Dice is; Lovasz takes the paper's binary form, the Lovasz hinge.
+
+A class with nothing to get wrong (no true and no predicted pixel, or no labelled pixel at all)
+costs 0 even with smooth = 0, where the index itself would be 0/0.
 """
 
 from __future__ import annotations
@@ -59,8 +63,13 @@ class TverskyLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         tp, fp, fn = soft_counts(logits, mask, self.ignore_index)
-        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
-        per_class = 1 - index
+        # 1 - index written as errors / total, so that a class with no true, predicted or
+        # labelled pixel is 0 / 0: it costs 0, and the double `where` keeps its gradient 0
+        # rather than the NaN that dividing by 0 would send back.
+        errors = self.alpha * fp + self.beta * fn
+        total = tp + errors + self.smooth
+        counted = total > 0
+        per_class = torch.where(counted, errors / torch.where(counted, total, 1.0), 0.0)
         if self.class_weights is None or logits.shape[1] == 1:
             return per_class.mean()
         return (per_class * self.class_weights).sum() / self.class_weights.sum()
@@ -103,11 +112,27 @@ def lovasz_softmax(
     return torch.where(counted, per_class, 0.0).sum() / counted.sum().clamp_min(1)
 
 
+def lovasz_hinge(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Berman et al. 2018's binary case: the Lovasz hinge of the foreground Jaccard loss (Yu and
+    Blaschko's surrogate), logits (P,), truth (P,) 0/1.
+
+    Each pixel's hinge error is 1 - logit * sign (sign +1 for foreground, -1 for background), so
+    a background pixel painted foreground costs too, which the foreground-probability form
+    misses on a batch without foreground. Unlike the softmax form it is unbounded above.
+    """
+    signs = 2 * truth - 1
+    errors, order = (1 - logits * signs).sort(descending=True)
+    increments = lovasz_gradient(truth[order][:, None])[:, 0]
+    return (F.relu(errors) * increments).sum()
+
+
 class LovaszSoftmaxLoss(nn.Module):
     """Berman et al. 2018: a convex, tight surrogate of 1 - IoU, averaged over classes.
 
     `classes: present` averages over the classes in the batch's truth (the paper's default),
     `all` over every class. `per_image` averages per-image losses instead of pooling pixels.
+    A binary model (one logit) takes the paper's binary form, the Lovasz hinge of its
+    foreground IoU, where `classes` has nothing to choose.
     """
 
     def __init__(
@@ -131,8 +156,8 @@ class LovaszSoftmaxLoss(nn.Module):
     def pooled(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The loss over all labelled pixels of the batch as one set."""
         valid, target = labelled_pixels(mask, self.ignore_index)
-        probabilities = log_probabilities(logits).exp().permute(0, 2, 3, 1)[valid]  # (P, K')
+        if logits.shape[1] == 1:
+            return lovasz_hinge(logits[:, 0][valid], target[valid].to(logits.dtype))
+        probabilities = log_probabilities(logits).exp().permute(0, 2, 3, 1)[valid]  # (P, K)
         truth = F.one_hot(target[valid], probabilities.shape[1]).to(probabilities.dtype)
-        if logits.shape[1] == 1:  # a binary model: the foreground class only
-            probabilities, truth = probabilities[:, 1:], truth[:, 1:]
         return lovasz_softmax(probabilities, truth, self.only_present)

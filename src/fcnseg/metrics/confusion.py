@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.config import scored_classes
 from fcnseg.errors import FcnsegError
 from fcnseg.metrics.boundary import boundary_counts, boundary_f1
 
@@ -85,7 +86,9 @@ class Scores:
 
 
 class ConfusionMatrix:
-    """Accumulates a (num_classes x num_classes) matrix over batches; `compute()` gives Scores.
+    """Accumulates a (K x K) matrix over batches; `compute()` gives Scores.
+
+    K is `scored_classes(num_classes)`: a single-output model's matrix is 2 x 2.
 
     `per_image` keeps each image's matrix (for the bootstrap interval and per-image IoU);
     `boundary_tolerance` (pixels) also accumulates boundary F1. Both cost a little per update,
@@ -99,6 +102,7 @@ class ConfusionMatrix:
         per_image: bool = False,
         boundary_tolerance: int | None = None,
     ) -> None:
+        num_classes = scored_classes(num_classes)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)

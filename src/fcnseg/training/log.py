@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fcnseg.atomic import write_text_atomically
 from fcnseg.palette import overlay
 
 Samples = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction)
@@ -85,7 +86,7 @@ class TrainingLog:
             f"val mIoU {entry['val_miou']:.4f}  pixel acc {entry['val_pixel_accuracy']:.4f}  "
             f"{entry['images_per_second']:.1f} img/s" + ("  (best)" if improved else "")
         )
-        (self.run_dir / "history.json").write_text(json.dumps(history, indent=1))
+        self.write_history(history)
         if self.writer is not None:
             for key, value in entry.items():
                 if key not in ("epoch", "step"):
@@ -94,6 +95,11 @@ class TrainingLog:
                 "val_overlays", overlay_strip(samples()), entry["step"], dataformats="HWC"
             )
             self.writer.flush()
+
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """history.json, atomically: a process killed while writing it leaves the old one."""
+        if self.enabled:
+            write_text_atomically(self.run_dir / "history.json", json.dumps(history, indent=1))
 
 
 def scalar_tag(key: str) -> str:

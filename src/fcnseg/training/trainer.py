@@ -5,16 +5,19 @@
                           autocast, loss in fp32, (scaled) backward, clipping, optimizer step
         validate          the Predictor over this rank's val batches into a confusion matrix,
                           summed over ranks
-        record            history.json, TensorBoard, last.pt; best.pt when val mIoU improves
+        record            last.pt; best.pt when val mIoU improves; history.json, TensorBoard
+                          (checkpointing.py: that order, and its repair on resume)
 
 Precision (`train.precision`): fp32; bf16 autocast (same range as fp32, no scaling needed); or
 fp16 autocast with a GradScaler, whose loss scale is saved with the checkpoint. The time budget
 (`train.max_minutes`) counts the training loop, data loading included, not validation.
 
-Resuming loads last.pt: weights, optimizer, loss scale, step, epoch, elapsed time, RNG states.
+Resuming loads last.pt: weights, optimizer, loss scale, step, epoch, elapsed time, RNG states;
+it makes best.pt and history.json agree with it again if a crash left them behind.
 The learning rate is a function of (step, elapsed time), and data order and augmentation depend
 only on (seed, epoch), so a resumed run takes exactly the steps the uninterrupted one would have
 (tested). In a distributed run (see distributed.py) every rank trains, only rank 0 writes.
+A SIGTERM (fcnseg.termination) ends the current step, or the epoch's files, before it stops.
 """
 
 from __future__ import annotations
@@ -34,13 +37,11 @@ from torch.utils.data import DataLoader
 
 from fcnseg.checkpoint import (
     ModelSpec,
-    copy_checkpoint,
     load_checkpoint,
     load_weights,
     model_checkpoint,
     restore_rng_state,
     rng_state,
-    save_checkpoint,
 )
 from fcnseg.config import Config
 from fcnseg.inference.loading import predictor_for
@@ -48,7 +49,9 @@ from fcnseg.inference.predictor import Predictor, sample_predictions
 from fcnseg.metrics.confusion import ConfusionMatrix, Scores
 from fcnseg.palette import PALETTE
 from fcnseg.registry import lookup
+from fcnseg.termination import uninterrupted
 from fcnseg.training import distributed
+from fcnseg.training.checkpointing import repair_best, save_epoch
 from fcnseg.training.log import TrainingLog
 from fcnseg.training.optim import build_optimizer, learning_rate
 
@@ -158,7 +161,8 @@ class Trainer:
         with self.log.epoch_bar(self._epoch_label(), len(self.train_loader)) as advance:
             for image, mask in self.train_loader:
                 image = image.to(self.device, memory_format=self.memory_format, non_blocking=True)
-                loss = self.train_step(image, mask.to(self.device, non_blocking=True))
+                with uninterrupted():  # a SIGTERM lets the step finish first
+                    loss = self.train_step(image, mask.to(self.device, non_blocking=True))
                 now = time.perf_counter()
                 self._add_elapsed(now - last)  # the step and the wait for its batch
                 last = now
@@ -219,13 +223,12 @@ class Trainer:
         improved = scores.miou > self.state.best_miou
         if improved:
             self.state.best_miou, self.state.best_epoch = scores.miou, self.state.epoch
-        self.log.epoch_end(
-            self.state.history, self.config.train.epochs, improved, self._overlay_samples
-        )
-        if distributed.is_main():
-            save_checkpoint(self.checkpoint_state(), self.run_dir / "last.pt")
-            if improved:
-                copy_checkpoint(self.run_dir / "last.pt", self.run_dir / "best.pt")
+        with uninterrupted():  # a SIGTERM waits for the epoch's files (checkpointing.py)
+            if distributed.is_main():
+                save_epoch(self.checkpoint_state(), self.run_dir, improved)
+            self.log.epoch_end(
+                self.state.history, self.config.train.epochs, improved, self._overlay_samples
+            )
         if self.stopped_early():
             patience = self.config.train.early_stopping_patience
             self.log.print_line(
@@ -264,6 +267,13 @@ class Trainer:
         )
         self.state.history = list(self.state.history)
         restore_rng_state(checkpoint["rng"])
+        own_run = Path(checkpoint_path).resolve().parent == self.run_dir.resolve()
+        if distributed.is_main() and own_run:
+            # A run killed between its files: best.pt and history.json agree with last.pt again.
+            repaired = repair_best(self.run_dir, checkpoint)
+            if repaired:
+                self.log.print_line(repaired)
+            self.log.write_history(self.state.history)
 
     def _add_elapsed(self, seconds: float) -> None:
         self.state.elapsed_seconds += seconds

@@ -106,7 +106,8 @@ def _encoding_findings(
                 "error",
                 "the masks hold only 0 and 255, read as class numbers with 255 = ignore, so "
                 "every 255 pixel would be ignored; if 255 marks the foreground, set "
-                "data.mask_encoding: binary (0 -> 0, 255 -> 1) and data.num_classes: 2.",
+                "data.mask_encoding: binary (0 -> 0, 255 -> 1) and data.num_classes: 1 (one "
+                "sigmoid output; 2 for softmax).",
             )
         )
     widest = max(scan.widest_value for scan in scans)

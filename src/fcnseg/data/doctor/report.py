@@ -26,22 +26,35 @@ from fcnseg.data.doctor.findings import counted
 from fcnseg.data.doctor.inspect import Inspection, SplitScan
 
 
-def suggest_loss(class_pixels: np.ndarray) -> tuple[str, dict[str, Any]]:
-    """A loss to start from, in words and as a config's `loss` section, from the class balance."""
+def suggest_loss(class_pixels: np.ndarray) -> tuple[str, dict[str, dict[str, Any]]]:
+    """A loss to start from, from the class balance: in words, and as config sections (`loss`,
+    and `data` where two classes are best learned by one sigmoid output)."""
     share = class_pixels / max(class_pixels.sum(), 1)
     present = share[share > 0]
     spread = float(present.max() / present.min()) if len(present) else 1.0
-    if len(class_pixels) == 2 and share.min() < 0.1:
-        reason = f"binary with a rare class ({share.min():.1%} of the pixels)"
-    elif len(class_pixels) > 2 and spread > 10:
-        reason = f"class pixels differ {spread:.0f}-fold"
-    else:
-        return f"classes within {spread:.0f}-fold: plain cross-entropy", {
-            "terms": [{"name": "cross_entropy"}]
-        }
+    if len(class_pixels) == 2:
+        return _binary_loss(share)
+    if spread <= 10:
+        reason = f"classes within {spread:.0f}-fold: plain cross-entropy"
+        return reason, {"loss": {"terms": [{"name": "cross_entropy"}]}}
     terms = [{"name": "cross_entropy"}, {"name": "dice", "weight": 1.0}]
-    reason += ": weighted cross-entropy plus Dice for the small classes"
-    return reason, {"terms": terms, "class_weights": "median_frequency"}
+    reason = f"class pixels differ {spread:.0f}-fold: weighted cross-entropy plus Dice for the "
+    reason += "small classes"
+    return reason, {"loss": {"terms": terms, "class_weights": "median_frequency"}}
+
+
+def _binary_loss(share: np.ndarray) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Two classes: one sigmoid output (data.num_classes: 1) with binary cross-entropy; when a
+    class is rare, its foreground weighted and Dice added, which scores the rare class's overlap
+    as a whole rather than by its few pixels."""
+    data = {"num_classes": 1}
+    if share.min() >= 0.1:
+        reason = "binary, classes balanced: one sigmoid output and binary cross-entropy"
+        return reason, {"data": data, "loss": {"terms": [{"name": "binary_cross_entropy"}]}}
+    terms = [{"name": "binary_cross_entropy"}, {"name": "dice", "weight": 1.0}]
+    reason = f"binary with a rare class ({share.min():.1%} of the pixels): one sigmoid output, "
+    reason += "binary cross-entropy weighted by median frequency, plus Dice"
+    return reason, {"data": data, "loss": {"terms": terms, "class_weights": "median_frequency"}}
 
 
 def training_scan(inspection: Inspection, train_split: str) -> SplitScan:
@@ -63,14 +76,16 @@ def _listed(counter: Counter, shown: int = 3) -> str:
 def _header(inspection: Inspection) -> list[str]:
     reader = inspection.reader
     table = reader.format.table
+    names = reader.class_names
+    count = f"{len(names)}"
+    if inspection.num_classes == 1:  # data.num_classes: 1 learns background and foreground
+        count += f" (one sigmoid output: {', '.join(names)})"
     classes = (
-        f"{inspection.num_classes}, from {table.source}"
-        if table
-        else (f"{inspection.num_classes}, numbered (no class table found)")
+        f"{count}, from {table.source}" if table else f"{count}, numbered (no class table found)"
     )
     if reader.format.ignored:
-        names = {entry.value: entry.name for entry in table.entries} if table else {}
-        ignored = ", ".join(f"{v} {names.get(v, '')}".strip() for v in reader.format.ignored)
+        rows = {entry.value: entry.name for entry in table.entries} if table else {}
+        ignored = ", ".join(f"{v} {rows.get(v, '')}".strip() for v in reader.format.ignored)
         classes += f"; ignored: {ignored} (by {reader.format.ignored_by})"
     kinds = sum((scan.image_kinds for scan in inspection.splits), Counter())
     mask_files = sum((scan.mask_kinds for scan in inspection.splits), Counter())
@@ -117,7 +132,7 @@ def format_report(
     class weights of the training split (fcnseg.losses.median_frequency_weights of its counts:
     the data layer computes no loss weights of its own)."""
     scan = training_scan(inspection, train_split)
-    reason, loss = suggest_loss(scan.class_pixels)
+    reason, sections = suggest_loss(scan.class_pixels)
     lines = [*_header(inspection), *_split_table(inspection), *_class_table(inspection, weights)]
     lines += [
         "",
@@ -125,7 +140,7 @@ def format_report(
         "median(freq) / freq_c,",
         "         freq_c = pixels of class c / labelled pixels of the images that contain c",
         f"loss     {reason}",
-        f"         loss: {json.dumps(loss)}",
+        *(f"         {name}: {json.dumps(section)}" for name, section in sections.items()),
     ]
     findings = inspection.findings
     lines += ["", "findings" if findings else "findings: none"]

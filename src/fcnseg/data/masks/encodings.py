@@ -1,7 +1,8 @@
 """Mask encodings: from what a mask file stores to raw labels, and which encoding a dataset uses.
 
     index    one channel, each value a raw label: 8- or 16-bit PNG/TIFF (also RGB with R = G = B)
-    binary   one channel holding 0 and 255 (or 0 and 1): 0 -> 0, 255 -> 1
+    binary   one channel holding 0 and 255 (or 0 and 1): 0 -> 0, 255 -> 1; the ignore values
+             (data.ignore_index, data.ignore_labels) other than these stay, to be ignored
     palette  a palette ("P") PNG: each pixel's palette index is its raw label; the palette gives
              the classes' colours
     rgb      colour masks: each colour is looked up in the class table's colours
@@ -16,6 +17,7 @@ altogether (colour where one channel is expected) raises at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,15 +100,23 @@ class PaletteCodec(IndexCodec):
 
 
 class BinaryCodec(IndexCodec):
-    """0 -> 0 and 255 (or 1) -> 1; any other value is undecodable (an anti-aliased edge)."""
+    """0 -> 0 and 255 (or 1) -> 1; the `kept` values (those to ignore) stay as they are, for
+    the label map to ignore; any other value is undecodable (an anti-aliased edge)."""
 
     name = "binary"
+
+    def __init__(self, description: str, kept: Sequence[int] = ()) -> None:
+        super().__init__(description)
+        self.kept = sorted(set(kept) - {0, 1, 255})  # 255 is foreground here, never ignored
 
     def decode(self, mask: StoredMask, path: Path) -> np.ndarray:
         array = _single_channel(mask, path, self.name)
         raw = np.full(array.shape, -1, np.int64)
         raw[array == 0] = 0
         raw[(array == 255) | (array == 1)] = 1
+        if self.kept:
+            kept = np.isin(array, self.kept)
+            raw[kept] = array[kept]
         return raw
 
     def explain(self, values: np.ndarray) -> str:
@@ -175,9 +185,14 @@ def _bits(mode: str) -> str:
 
 
 def detect_codec(
-    requested: str, samples: list[StoredMask], table: ClassTable | None, num_classes: int | None
+    requested: str,
+    samples: list[StoredMask],
+    table: ClassTable | None,
+    num_classes: int | None,
+    ignored: Sequence[int] = (),
 ) -> IndexCodec | ColourCodec:
-    """The codec for masks like `samples`: data.mask_encoding, or guessed (see _guess)."""
+    """The codec for masks like `samples`: data.mask_encoding, or guessed (see _guess).
+    `ignored` are the raw values to ignore, which binary masks may hold besides 0 and 255."""
     if requested not in ENCODINGS:
         raise FcnsegError(f"data.mask_encoding is '{requested}'; accepted: {', '.join(ENCODINGS)}.")
     encoding = _guess(samples, table, num_classes) if requested == "auto" else requested
@@ -194,7 +209,8 @@ def detect_codec(
         description = f"RGB colour masks, looked up in {table.source} ({count} colours), {how}"
         return ColourCodec(description, table)
     if encoding == "binary":
-        return BinaryCodec(f"binary masks ({_bits(first.mode)}, 0 and 255 -> 0 and 1), {how}")
+        description = f"binary masks ({_bits(first.mode)}, 0 and 255 -> 0 and 1), {how}"
+        return BinaryCodec(description, ignored)
     if encoding == "palette":
         description = f"palette masks (mode P): the palette index is the class, {how}"
         return PaletteCodec(description, first.palette)
@@ -205,7 +221,7 @@ def detect_codec(
 def _guess(samples: list[StoredMask], table: ClassTable | None, num_classes: int | None) -> str:
     """Palette files are palette masks; colour files rgb (or index when R = G = B and no table
     colour matches); one channel of (almost) only 0 and 255 is binary when two classes are
-    declared (or none is, as for `fcnseg inspect`), else index."""
+    declared, or one output (a binary model), or none (as for `fcnseg inspect`), else index."""
     first = samples[0]
     if first.mode in ("P", "PA"):
         return "palette"
@@ -217,7 +233,7 @@ def _guess(samples: list[StoredMask], table: ClassTable | None, num_classes: int
     values = set(np.unique(pixels).tolist())
     # Black and white with a few greys is a binary mask with anti-aliased edges (to report).
     black_and_white = np.mean((pixels == 0) | (pixels == 255)) > 0.95 and 1 not in values
-    if black_and_white and (num_classes == 2 or (num_classes is None and 255 in values)):
+    if black_and_white and (num_classes in (1, 2) or (num_classes is None and 255 in values)):
         return "binary"
     return "index"
 

@@ -11,7 +11,8 @@ training labels of the data contract, [0, K) or the ignore index:
 
 So CamVid's masks (0..10 classes, 11 void) need no configuration beyond its classes.txt, whose
 row 11 is named "Unlabelled(void,ignore)", and `ignore_labels: [0]` turns masks whose void is 0
-into classes 0..K-1 from raw 1..K.
+into classes 0..K-1 from raw 1..K. K counts scored classes (fcnseg.config.scored_classes): a
+single-output binary model (data.num_classes: 1) learns two, 0 background and 1 foreground.
 """
 
 from __future__ import annotations
@@ -21,19 +22,27 @@ from pathlib import Path
 
 import numpy as np
 
-from fcnseg.config import DataConfig
+from fcnseg.config import DataConfig, scored_classes
 from fcnseg.data.layouts import resolve_layout
 from fcnseg.data.masks.classes import ClassTable, find_class_table
 from fcnseg.data.masks.encodings import ColourCodec, IndexCodec, detect_codec, read_stored_mask
 from fcnseg.errors import FcnsegError
 from fcnseg.palette import PALETTE
 
+BINARY_NAMES = ["background", "foreground"]  # a single-output model's classes, without a table
+
 
 class LabelMap:
-    """Raw labels -> training labels through one lookup array; -1 marks a value in no class."""
+    """Raw labels -> training labels through one lookup array; -1 marks a value in no class.
 
-    def __init__(self, kept: list[int], ignored: list[int], ignore_index: int) -> None:
+    `binary`: the labels of a single-output model (0 background, 1 foreground).
+    """
+
+    def __init__(
+        self, kept: list[int], ignored: list[int], ignore_index: int, binary: bool = False
+    ) -> None:
         self.kept, self.ignored, self.ignore_index = kept, ignored, ignore_index
+        self.binary = binary
         self.lookup = np.full(max([*kept, *ignored, ignore_index]) + 1, -1, np.int64)
         self.lookup[[*ignored, ignore_index]] = ignore_index
         self.lookup[kept] = np.arange(len(kept))
@@ -80,32 +89,38 @@ def detect_format(
 ) -> MaskFormat:
     """Read a few masks (first, middle, last) and the class table; say how labels are stored."""
     table = find_class_table(config, root, layout)
-    picks = sorted({0, len(masks) // 2, len(masks) - 1})
-    codec = detect_codec(
-        config.mask_encoding, [read_stored_mask(masks[i]) for i in picks], table, num_classes
-    )
     if config.ignore_labels is not None:
-        return MaskFormat(codec, table, list(config.ignore_labels), "data.ignore_labels")
-    void = table.void_values() if table else []
-    return MaskFormat(codec, table, void, f"{table.source} void rows" if void else "")
+        ignored, ignored_by = list(config.ignore_labels), "data.ignore_labels"
+    else:
+        ignored = table.void_values() if table else []
+        ignored_by = f"{table.source} void rows" if ignored else ""
+    picks = sorted({0, len(masks) // 2, len(masks) - 1})
+    samples = [read_stored_mask(masks[i]) for i in picks]
+    passed = [*ignored, config.ignore_index]  # binary masks keep these, to be ignored
+    codec = detect_codec(config.mask_encoding, samples, table, num_classes, passed)
+    return MaskFormat(codec, table, ignored, ignored_by)
 
 
 def build_label_map(mask_format: MaskFormat, num_classes: int, ignore_index: int) -> LabelMap:
-    """The label map for K classes; with a table, its rows must leave exactly K classes."""
+    """The label map for `num_classes` model outputs, which learn `scored_classes` of them;
+    with a table, its rows must leave exactly that many classes."""
     ignored = set(mask_format.ignored) | {ignore_index}
+    classes, binary = scored_classes(num_classes), num_classes == 1
     table = mask_format.table
     if table is None:
-        kept = [value for value in range(num_classes + len(ignored)) if value not in ignored]
-        return LabelMap(kept[:num_classes], mask_format.ignored, ignore_index)
+        kept = [value for value in range(classes + len(ignored)) if value not in ignored]
+        return LabelMap(kept[:classes], mask_format.ignored, ignore_index, binary)
     kept = _kept(table, ignored)
-    if len(kept) != num_classes:
+    if len(kept) != classes:
         dropped = len(table.entries) - len(kept)
+        learns = " (a single-output model learns 2: background and foreground)" if binary else ""
+        count = f"data.num_classes: {len(kept)}, or " if len(kept) > 1 else ""
         raise FcnsegError(
             f"{table.source} lists {len(table.entries)} classes of which {dropped} are ignored, "
-            f"leaving {len(kept)} to learn, but data.num_classes is {num_classes}; set "
-            f"data.num_classes: {len(kept)}, or data.ignore_labels to the values to ignore."
+            f"leaving {len(kept)} to learn, but data.num_classes is {num_classes}{learns}; set "
+            f"{count}data.ignore_labels to the values to ignore."
         )
-    return LabelMap(kept, mask_format.ignored, ignore_index)
+    return LabelMap(kept, mask_format.ignored, ignore_index, binary)
 
 
 def infer_num_classes(mask_format: MaskFormat, seen: np.ndarray, ignore_index: int) -> int:
@@ -126,8 +141,10 @@ class LabelReader:
         self.format, self.label_map = mask_format, label_map
         table = mask_format.table
         rows = {entry.value: entry for entry in table.entries} if table else {}
+        unnamed = BINARY_NAMES if label_map.binary else [f"class {v}" for v in label_map.kept]
         self.class_names = names or [
-            rows[value].name if value in rows else f"class {value}" for value in label_map.kept
+            rows[value].name if value in rows else unnamed[label]
+            for label, value in enumerate(label_map.kept)
         ]
         self.palette = class_palette(
             table, label_map.kept, label_map.ignore_index, mask_format.codec.colours

@@ -1,0 +1,85 @@
+"""Which config a training run uses and which folder it writes: `fcnseg train` and `demo`.
+
+    started_run(config, ...)   the config (a YAML file or a packaged recipe, plus --set), and
+                               a new run folder (rundir.run_folder) with config.yaml in it
+    resumed_run(run_dir, ...)  the config saved in the run's last.pt, plus --set, in the
+                               run's own folder, which must be one fcnseg made
+
+Both hold the folder's lock (fcnseg.runlock) until the block ends. Under torchrun rank 0 alone
+makes, locks and writes the folder, while the other ranks wait for it at a barrier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from importlib import resources
+from pathlib import Path
+
+from fcnseg.checkpoint import load_checkpoint
+from fcnseg.config import Config, build_config, load_config, save_config
+from fcnseg.errors import FcnsegError
+from fcnseg.registry import suggest
+from fcnseg.rundir import resumed_folder, run_dir_for, run_folder
+from fcnseg.training import distributed
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("fcnseg") / "configs"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A YAML path as given, or the name of a recipe shipped with fcnseg (e.g. 'demo')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if name_or_path in recipe_names():
+        return Path(str(resources.files("fcnseg") / "configs" / f"{name_or_path}.yaml"))
+    raise FcnsegError(
+        f"config {name_or_path} is neither a file nor a packaged recipe."
+        f"{suggest(name_or_path, recipe_names())} Recipes: {', '.join(recipe_names())}."
+    )
+
+
+@contextmanager
+def started_run(
+    config_path: str | None,
+    overrides: list[str],
+    out: str | None,
+    overwrite: bool,
+    reads_data: bool = True,
+) -> Iterator[tuple[Config, Path]]:
+    """Load the config, make the run folder (--out, else <output_dir>/<name>, never outside
+    output_dir), save the config there. `reads_data`: the data folder is the user's, which
+    --overwrite must not delete (the demo's is its own: it writes it into the run)."""
+    config = load_config(resolve_config(config_path) if config_path else None, overrides)
+    run_dir = Path(out) if out else run_dir_for(config.output_dir, config.name)
+    data = config.data
+    reads = [data.root] if reads_data and data.kind == "folder" and data.root else []
+    with _main_rank_only(lambda: run_folder(run_dir, overwrite, reads, "train"), run_dir):
+        if distributed.is_main():
+            save_config(config, run_dir / "config.yaml")
+        distributed.barrier()
+        yield config, run_dir
+
+
+@contextmanager
+def resumed_run(run_dir: str, overrides: list[str]) -> Iterator[tuple[Config, Path]]:
+    """The config of an existing run, plus overrides (e.g. more epochs), to continue it."""
+    run_path = Path(run_dir)
+    with _main_rank_only(lambda: resumed_folder(run_path), run_path):
+        config = build_config(load_checkpoint(run_path / "last.pt")["config"], overrides)
+        if distributed.is_main():
+            save_config(config, run_path / "config.yaml")
+        distributed.barrier()
+        yield config, run_path
+
+
+def _main_rank_only(
+    folder: Callable[[], AbstractContextManager[Path]], path: Path
+) -> AbstractContextManager[Path]:
+    """`folder()` on rank 0 (or in a plain process); elsewhere the path, untouched."""
+    return folder() if distributed.is_main() else nullcontext(path)
