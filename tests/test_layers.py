@@ -21,6 +21,7 @@ ONLY = {
     "errors": set(),
     "registry": {"errors"},
     "palette": set(),
+    "storage": {"errors"},  # folders, locks, atomic files: every layer may write through it
     "models": FOUNDATION,
     "losses": FOUNDATION,
     "metrics": FOUNDATION,

@@ -9,7 +9,7 @@ import torch
 
 from fcnseg.checkpoint import ModelSpec, model_checkpoint, save_checkpoint
 from fcnseg.config import Config
-from fcnseg.rundir import MARKER
+from fcnseg.storage.folders import MARKER
 
 
 def write_checkpoint(path: Path) -> Path:

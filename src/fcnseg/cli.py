@@ -11,7 +11,7 @@
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
 Ctrl-C ends a command with "interrupted" (status 130), SIGTERM likewise with "terminated"
-(143): training finishes its step and its checkpoint first (fcnseg.termination).
+(143): training finishes its step and its checkpoint first (fcnseg.storage.interrupts).
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from fcnseg.termination import EXIT_STATUS, Terminated, sigterm_as_interrupt
+    from fcnseg.storage.interrupts import EXIT_STATUS, Terminated, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():

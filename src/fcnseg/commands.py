@@ -40,9 +40,9 @@ from fcnseg.losses import (
 from fcnseg.report.evaluation import evaluate as evaluate_split
 from fcnseg.report.figures import plot_class_pixels
 from fcnseg.report.run_report import training_history, write_run_report
-from fcnseg.rundir import run_folder
 from fcnseg.runs import resolve_config, started_run
 from fcnseg.runs import resumed_run as resumed_run  # the CLI's, beside started_run
+from fcnseg.storage.folders import run_folder
 from fcnseg.training import distributed
 from fcnseg.training.trainer import Trainer
 

@@ -1,11 +1,11 @@
 """Which config a training run uses and which folder it writes: `fcnseg train` and `demo`.
 
     started_run(config, ...)   the config (a YAML file or a packaged recipe, plus --set), and
-                               a new run folder (rundir.run_folder) with config.yaml in it
+                               a new run folder (fcnseg.storage.folders) with config.yaml in it
     resumed_run(run_dir, ...)  the config saved in the run's last.pt, plus --set, in the
                                run's own folder, which must be one fcnseg made
 
-Both hold the folder's lock (fcnseg.runlock) until the block ends. Under torchrun rank 0 alone
+Both hold the folder's lock (fcnseg.storage.locks) until the block ends. Under torchrun rank 0 alone
 makes, locks and writes the folder, while the other ranks wait for it at a barrier.
 """
 
@@ -20,7 +20,7 @@ from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import Config, build_config, load_config, save_config
 from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
-from fcnseg.rundir import resumed_folder, run_dir_for, run_folder
+from fcnseg.storage.folders import resumed_folder, run_dir_for, run_folder
 from fcnseg.training import distributed
 
 

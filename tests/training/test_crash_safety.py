@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import torch
 
-from fcnseg import atomic, checkpoint
+from fcnseg import checkpoint
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.cli import main
-from fcnseg.runlock import LOCK
+from fcnseg.storage import atomic
+from fcnseg.storage.locks import LOCK
 from fcnseg.training.trainer import Trainer
 from tests.training.test_trainer import make_trainer, scores, tiny_config
 

@@ -13,7 +13,7 @@ dataset): if int8 loses more than --max-drop mIoU points it is not written, unle
 
 The target must be a new file, or with --overwrite an earlier fcnseg export (never a file of
 the user's, never a folder), in a folder that exists. It is written under a hidden name and
-renamed into place only once checked (fcnseg.atomic): a refused or interrupted export leaves
+renamed into place only once checked (fcnseg.storage.atomic): a refused or interrupted export leaves
 the file that was there before.
 """
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.atomic import atomic_path
 from fcnseg.config import DataConfig
 from fcnseg.data import make_dataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
@@ -36,6 +35,7 @@ from fcnseg.export.onnx import check_parity, export_onnx
 from fcnseg.inference.backends import OnnxModel, default_onnx_path, fingerprint, onnx_runtime
 from fcnseg.inference.loading import load
 from fcnseg.inference.predictor import Predictor
+from fcnseg.storage.atomic import atomic_path
 
 CALIBRATION_LIMIT = 64  # images; activation ranges settle long before this
 

@@ -9,8 +9,8 @@ For each image <stem>.<ext>:
 
 Where two inputs would share an output name (a.png and a.jpg; b.png and b_overlay.png), those
 inputs keep their extension in it: a.png.png, a.jpg.png, a.jpg_overlay.png. Each file is
-written under a hidden name and renamed when whole (fcnseg.atomic), so a killed run leaves no
-partial file.
+written under a hidden name and renamed when whole (fcnseg.storage.atomic), so a killed run
+leaves no partial file.
 
 Images are read as the model's training data was (greyscale / RGB, alpha, bit depth: see
 fcnseg.data.images). An image too large for one pass (the Predictor's memory budget decides)
@@ -30,13 +30,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from rich.progress import track
 
-from fcnseg.atomic import atomic_path
 from fcnseg.config import DataConfig
 from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.streaming import BandSource, PngWriter
 from fcnseg.palette import overlay
+from fcnseg.storage.atomic import atomic_path
 
 CHUNK_ROWS = 64  # rows normalised or coloured at a time within a band
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fcnseg.atomic import write_text_atomically
 from fcnseg.palette import overlay
+from fcnseg.storage.atomic import write_text_atomically
 
 Samples = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction)
 

@@ -17,7 +17,7 @@ it makes best.pt and history.json agree with it again if a crash left them behin
 The learning rate is a function of (step, elapsed time), and data order and augmentation depend
 only on (seed, epoch), so a resumed run takes exactly the steps the uninterrupted one would have
 (tested). In a distributed run (see distributed.py) every rank trains, only rank 0 writes.
-A SIGTERM (fcnseg.termination) ends the current step, or the epoch's files, before it stops.
+A SIGTERM (fcnseg.storage.interrupts) ends the current step, or the epoch's files, before it stops.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from fcnseg.inference.predictor import Predictor, sample_predictions
 from fcnseg.metrics.confusion import ConfusionMatrix, Scores
 from fcnseg.palette import PALETTE
 from fcnseg.registry import lookup
-from fcnseg.termination import uninterrupted
+from fcnseg.storage.interrupts import uninterrupted
 from fcnseg.training import distributed
 from fcnseg.training.checkpointing import repair_best, save_epoch
 from fcnseg.training.log import TrainingLog

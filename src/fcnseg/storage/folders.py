@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fcnseg.errors import FcnsegError
-from fcnseg.runlock import LOCK, RunLock, live_owner
+from fcnseg.storage.locks import LOCK, RunLock, live_owner
 
 MARKER = ".fcnseg-run"
 

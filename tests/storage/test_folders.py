@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from fcnseg import runlock
 from fcnseg.errors import FcnsegError
-from fcnseg.rundir import MARKER, resumed_folder, run_dir_for, run_folder
-from fcnseg.runlock import LOCK, RunLock
+from fcnseg.storage import locks
+from fcnseg.storage.folders import MARKER, resumed_folder, run_dir_for, run_folder
+from fcnseg.storage.locks import LOCK, RunLock
 from tests.tiny_runs import contents, fake_run
 
 
@@ -113,7 +113,7 @@ def test_a_lock_from_another_host_is_stale_once_it_stops_being_refreshed(tmp_pat
     write_lock(run, 1, host="gpu-node-7", age=10.0)
     with pytest.raises(FcnsegError, match="on gpu-node-7"), RunLock(run, "evaluate"):
         pass
-    write_lock(run, 1, host="gpu-node-7", age=runlock.STALE_AFTER_SECONDS + 1)
+    write_lock(run, 1, host="gpu-node-7", age=locks.STALE_AFTER_SECONDS + 1)
     notes: list[str] = []
     with RunLock(run, "evaluate", report=notes.append):
         pass
@@ -143,7 +143,7 @@ def test_replacing_is_refused_while_a_folder_inside_is_written(tmp_path: Path, s
 
 
 def test_the_owner_refreshes_its_lock(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(runlock, "HEARTBEAT_SECONDS", 0.02)
+    monkeypatch.setattr(locks, "HEARTBEAT_SECONDS", 0.02)
     run = fake_run(tmp_path / "run")
     with RunLock(run, "train"):
         os.utime(run / LOCK, (0, 0))
