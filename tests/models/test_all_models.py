@@ -1,6 +1,7 @@
-"""The model contract, checked for every registered model (a new model is covered the day it
-lands): logits at the input's size for odd sizes, any in_channels / num_classes, finite values,
-gradients to every parameter, and eval-mode outputs that do not depend on the rest of the batch.
+"""The semantic model contract, checked for every registered semantic model (a new model is
+covered the day it lands): logits at the input's size for odd sizes, any in_channels /
+num_classes, finite values, gradients to every parameter, and eval-mode outputs that do not depend
+on the rest of the batch. Instance models have their own contract: test_instancefcn.py.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from .conftest import cached_model
 LARGE_SIZE_MODELS = ("fcn8s", "deeplabv3plus", "linknet")
 
 
-@pytest.fixture(scope="module", params=fcnseg.list_models())
+@pytest.fixture(scope="module", params=fcnseg.list_models(task="semantic"))
 def name(request: pytest.FixtureRequest) -> str:
-    """Every registered model. Module scope makes pytest run each model's tests together, so
-    that its cached instance is built once."""
+    """Every registered semantic model. Module scope makes pytest run each model's tests
+    together, so that its cached instance is built once."""
     return request.param
 
 

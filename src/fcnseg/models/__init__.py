@@ -1,14 +1,18 @@
-"""The model zoo: a registry of architectures sharing one contract (see `base.py`).
+"""The model zoo: registries of architectures, one per task, each sharing one contract.
 
-Every entry is called as `builder(num_classes=..., in_channels=..., **options)` and returns a
-module mapping (N, in_channels, H, W) to logits (N, num_classes, H, W) for any H and W.
+Every entry is called as `builder(num_classes=..., in_channels=..., **options)`.
+- MODELS (semantic, `base.py`): a module mapping (N, in_channels, H, W) to logits
+  (N, num_classes, H, W) for any H and W.
+- INSTANCE_MODELS (instance, `instances.py`): forward gives a dict of raw maps;
+  `model.loss(outputs, target (N, 2, H, W)) -> (total, {term: value})` trains it and
+  `model.predict(images) -> list[Instances]` (eval mode) finds the instances at the input's size.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -17,6 +21,7 @@ from fcnseg.models.base import SegmentationModel
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.deeplab import deeplabv3, deeplabv3plus
 from fcnseg.models.fcn import fcn8s, fcn16s, fcn32s
+from fcnseg.models.instancefcn import instancefcn
 from fcnseg.models.linknet import LinkNet
 from fcnseg.models.segnet import SegNet
 from fcnseg.models.unet import UNet
@@ -34,13 +39,31 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def list_models() -> list[str]:
-    return sorted(MODELS)
+INSTANCE_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "instancefcn": instancefcn,
+}
+
+Task = Literal["semantic", "instance"]
+
+
+def all_models() -> dict[str, Callable[..., nn.Module]]:
+    return {**MODELS, **INSTANCE_MODELS}
+
+
+def task_of(name: str) -> Task:
+    """The task a registered model solves; an unknown name is an error listing the choices."""
+    lookup(all_models(), name, "model")
+    return "instance" if name in INSTANCE_MODELS else "semantic"
+
+
+def list_models(task: Task | None = None) -> list[str]:
+    """Every registered name, or those of one task."""
+    return sorted(name for name in all_models() if task is None or task_of(name) == task)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: Any) -> nn.Module:
     """Build a registered model; unknown names and options are errors that list the choices."""
-    builder = lookup(MODELS, name, "model")
+    builder = lookup(all_models(), name, "model")
     if num_classes < 1 or in_channels < 1:
         raise FcnsegError(
             f"model '{name}' needs num_classes >= 1 and in_channels >= 1, "
@@ -52,7 +75,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: An
 
 def model_options(name: str) -> dict[str, Any]:
     """The keyword options a model takes beyond num_classes and in_channels, with defaults."""
-    parameters = inspect.signature(lookup(MODELS, name, "model")).parameters
+    parameters = inspect.signature(lookup(all_models(), name, "model")).parameters
     return {
         key: p.default
         for key, p in parameters.items()
@@ -62,10 +85,12 @@ def model_options(name: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "INSTANCE_MODELS",
     "MODELS",
     "SegmentationModel",
     "build_model",
     "convolutionalize",
     "list_models",
     "model_options",
+    "task_of",
 ]
