@@ -12,13 +12,15 @@ The way one batch travels, and the package that handles each step:
 
     predictor = fcnseg.load("runs/demo/best.pt")            # a checkpoint or an .onnx file
     labels = predictor.predict_image(image)                 # (H, W, C) uint8 -> (H, W)
+    # an instance checkpoint gives an InstancePredictor: predict_image -> Instances
 """
 
 from fcnseg.checkpoint import ModelSpec
 from fcnseg.errors import FcnsegError
-from fcnseg.inference import InferenceOptions, Predictor, load
+from fcnseg.inference import InferenceOptions, InstancePredictor, Predictor, load
 from fcnseg.metrics import ConfusionMatrix, Scores
 from fcnseg.models import build_model, list_models
+from fcnseg.models.instances import Instances
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,8 @@ __all__ = [
     "ConfusionMatrix",
     "FcnsegError",
     "InferenceOptions",
+    "InstancePredictor",
+    "Instances",
     "ModelSpec",
     "Predictor",
     "Scores",

@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors and plain Python values:
 
     format, version        "fcnseg-checkpoint", 1
     model                  ModelSpec as a dict {name, num_classes, in_channels, options}
+    task                   "semantic" or "instance": what the model outputs (its registry says)
     state_dict             the model's weights
     config                 the resolved run config (a plain dict)
     class_names            for reports and pictures
@@ -11,7 +12,8 @@ A checkpoint is a dict of tensors and plain Python values:
     optimizer              the optimizer's state (momentum, Adam moments)
     scaler                 the fp16 loss scale and its growth tracker ({} in fp32 and bf16)
     rng                    Python, NumPy, torch (and CUDA) generator states
-    epoch, step, elapsed_seconds, best_miou, best_epoch, history     training progress
+    epoch, step, elapsed_seconds, best_miou, best_ap, best_epoch, history   training progress
+                           (best_miou: semantic runs; best_ap: instance runs; see Trainer)
 
 There is no scheduler state: the learning rate is a pure function of training progress, which
 is computed from `step` and `elapsed_seconds` (see optim.py), so those two restore it exactly.
@@ -44,7 +46,7 @@ from torch import nn
 
 from fcnseg.config import Config, scored_classes
 from fcnseg.errors import FcnsegError
-from fcnseg.models import build_model
+from fcnseg.models import all_models, build_model, task_of
 from fcnseg.palette import PALETTE
 
 FORMAT = "fcnseg-checkpoint"
@@ -103,16 +105,28 @@ def model_checkpoint(
     if config is None:
         config = Config()
         config.data.num_classes = spec.num_classes
+        config.task = task_of(spec.name)
     count = scored_classes(spec.num_classes)  # names and colours: 2 for a one-output model
     names = list(class_names) if class_names is not None else [f"class {i}" for i in range(count)]
     colours = np.asarray(PALETTE[:count] if palette is None else palette, dtype=np.int64)
     return {
         "model": spec.to_dict(),
+        "task": task_of(spec.name),
         "state_dict": model.state_dict(),
         "config": config.to_dict(),
         "class_names": names,
         "palette": colours[:count].tolist(),
     }
+
+
+def checkpoint_task(checkpoint: Mapping[str, Any]) -> str:
+    """ "semantic" or "instance": the registry's word for the checkpoint's model, else its own
+    `task` entry, else "semantic" (checkpoints from before the instance task have neither)."""
+    spec = checkpoint.get("model")
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    if isinstance(name, str) and name in all_models():
+        return task_of(name)
+    return "instance" if checkpoint.get("task") == "instance" else "semantic"
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -1,6 +1,6 @@
 """The `fcnseg` command line: the only module that reads argv.
 
-    fcnseg demo [--out DIR] [--overwrite] [--set key=value ...]
+    fcnseg demo [--task semantic|instance] [--out DIR] [--overwrite] [--set key=value ...]
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
@@ -47,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate shapes, train, evaluate and report")
-    _add_out(demo, "run folder (default runs/demo)")
+    demo.add_argument(
+        "--task",
+        choices=("semantic", "instance"),
+        default="semantic",
+        help="semantic: a class per pixel (recipe demo); instance: objects told apart "
+        "(recipe demo_instance)",
+    )
+    _add_out(demo, "run folder (default runs/demo, or runs/demo-instance for --task instance)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_set(demo)
 
@@ -109,8 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from fcnseg import commands
 
+    default_out = "runs/demo" if args.task == "semantic" else "runs/demo-instance"
     report = commands.demo(
-        args.out or "runs/demo", args.overwrite, args.overrides, show_progress=not args.no_progress
+        args.out or default_out,
+        args.overwrite,
+        args.overrides,
+        show_progress=not args.no_progress,
+        task=args.task,
     )
     print(f"report: {report}")
     return 0

@@ -14,7 +14,8 @@ dataset): if int8 loses more than --max-drop mIoU points it is not written, unle
 The target must be a new file, or with --overwrite an earlier fcnseg export (never a file of
 the user's, never a folder), in a folder that exists. It is written under a hidden name and
 renamed into place only once checked (fcnseg.storage.atomic): a refused or interrupted export leaves
-the file that was there before.
+the file that was there before. An instance model (task: instance) is refused, naming what runs
+it instead (fcnseg predict, fcnseg.load): its post-processing is not part of the network.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from fcnseg.checkpoint import checkpoint_task, load_checkpoint
 from fcnseg.config import DataConfig
 from fcnseg.data import make_dataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
@@ -53,6 +55,7 @@ def export_checkpoint(
     print_line: Callable[[str], None] = print,
 ) -> Path:
     """Export (and with `int8`, quantize) a checkpoint; returns the file written."""
+    refuse_instance_model(checkpoint_path)
     onnx_runtime()  # fail before any work if the export extra is missing
     if int8 and not calibrate:
         raise FcnsegError("--int8 needs --calibrate DIR, a folder of images like the inputs.")
@@ -77,6 +80,22 @@ def export_checkpoint(
             _keep_or_refuse(result, max_drop, force, print_line)
     print_line(f"wrote {target}")
     return target
+
+
+def refuse_instance_model(checkpoint_path: str) -> None:
+    """An instance model's checkpoint is refused: its post-processing (windows, mask NMS) is
+    Python, not part of the network, and no ONNX graph of it is written yet. A file that does
+    not load as a checkpoint passes here, for the usual errors to name it."""
+    try:
+        checkpoint = load_checkpoint(checkpoint_path)
+    except FcnsegError:
+        return
+    if checkpoint_task(checkpoint) == "instance":
+        raise FcnsegError(
+            f"{checkpoint_path} holds an instance model ({checkpoint['model'].get('name')}), "
+            "and fcnseg export does not export instance models yet. Run it with fcnseg predict "
+            "CHECKPOINT IMAGES --out DIR, or in Python with fcnseg.load(CHECKPOINT)."
+        )
 
 
 def _quantized(

@@ -23,7 +23,9 @@ failures at the end and exits non-zero.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from rich.progress import track
 from fcnseg.config import DataConfig
 from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
 from fcnseg.errors import FcnsegError
+from fcnseg.inference.instances import InstancePredictor
 from fcnseg.inference.predictor import Predictor
 from fcnseg.inference.streaming import BandSource, PngWriter
 from fcnseg.palette import overlay
@@ -80,23 +83,26 @@ def _clashing(names: dict[Path, str]) -> set[Path]:
 
 
 def predict_files(
-    predictor: Predictor,
+    predictor: Predictor | InstancePredictor,
     images: list[Path],
     out_dir: Path,
     show_progress: bool = True,
     names: dict[Path, str] | None = None,
+    write: Callable[[Any, Path, Path, str], None] | None = None,
 ) -> list[str]:
     """Write the mask and overlay of every image into out_dir (named by `names`, default
     `output_names`); return the failures. The predictor (fcnseg.load) says how to read the
-    images and which colour each class has."""
+    images and which colour each class has. `write(predictor, path, out_dir, name)` writes one
+    image's files: `predict_file`, or an instance model's (fcnseg.inference.instance_files)."""
     if predictor.data is None:
         raise ValueError("predict_files needs a Predictor from fcnseg.load (it knows the data)")
     names = output_names(images) if names is None else names
+    write = predict_file if write is None else write
     failures = []
     progress = show_progress and len(images) > 1
     for path in track(images, description="predicting", disable=not progress, transient=True):
         try:
-            predict_file(predictor, path, out_dir, names[path])
+            write(predictor, path, out_dir, names[path])
         except FcnsegError as error:
             failures.append(str(error))
         except Exception as error:  # any one file's problem must not stop the others

@@ -9,6 +9,11 @@ alpha, bit depth) and normalised (data.mean, data.std), the scale it sees them a
 (data.inference_scale) and the class names and colours. `predictor_for` is the one place where a
 run's data config turns into a Predictor: the trainer's validation, `fcnseg train`'s final
 report and `load` all go through it, so the three can never disagree.
+
+A checkpoint of an instance model (task: instance) loads as an InstancePredictor instead, made
+by `instance_predictor_for` (fcnseg.inference.instances), the same way:
+
+    found = fcnseg.load("runs/demo-instance/best.pt").predict_image(image)  # Instances at (H, W)
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from fcnseg.config import Config, DataConfig, from_dict, scored_classes
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.backends import OnnxModel
+from fcnseg.inference.instances import InstancePredictor, instance_predictor_for
 from fcnseg.inference.predictor import InferenceOptions, Predictor
+from fcnseg.models import task_of
 from fcnseg.palette import full_palette
 
 # What `Predictor.checkpoint` keeps of a checkpoint: everything but tensors and optimizer state.
@@ -65,8 +72,9 @@ def predictor_for(
 
 def load(
     path: str | Path, device: str = "auto", options: InferenceOptions | None = None
-) -> Predictor:
-    """A ready Predictor for a checkpoint (.pt) or an ONNX file written by `fcnseg export`."""
+) -> Predictor | InstancePredictor:
+    """A ready Predictor for a checkpoint (.pt) or an ONNX file written by `fcnseg export`; an
+    InstancePredictor (fcnseg.inference.instances) for a checkpoint of an instance model."""
     path = Path(path)
     if path.suffix == ".onnx":
         return _load_onnx(path, options)
@@ -86,7 +94,12 @@ def load(
     names = _class_names(checkpoint.get("class_names"), scored_classes(spec.num_classes), path)
     palette = checkpoint.get("palette")
     colours = np.asarray(palette, dtype=np.uint8) if palette is not None else _old_palette(data)
-    predictor = predictor_for(model, data, resolve_device(device), options, names, colours)
+    chosen_device = resolve_device(device)
+    predictor: Predictor | InstancePredictor
+    if task_of(spec.name) == "instance":  # the model says what it outputs
+        predictor = instance_predictor_for(model, data, chosen_device, names, colours, options)
+    else:
+        predictor = predictor_for(model, data, chosen_device, options, names, colours)
     predictor.checkpoint = {k: v for k, v in checkpoint.items() if k not in HEAVY_KEYS}
     predictor.source = path
     return predictor

@@ -69,7 +69,7 @@ def _cell(value: float | None, missing: str = "absent") -> str:
     return f"<td>{100 * value:.2f}</td>"
 
 
-def _picture(png: bytes, alt: str) -> str:
+def embedded_picture(png: bytes, alt: str) -> str:
     encoded = base64.b64encode(png).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
@@ -108,7 +108,7 @@ def _gallery_sections(evaluation: Evaluation, palette: np.ndarray) -> list[str]:
     for heading, items in (("Best images", evaluation.best), ("Worst images", evaluation.worst)):
         if items:
             figure = gallery_figure(items, palette, evaluation.ignore_index)
-            parts += [f"<h2>{heading} (by their own mIoU)</h2>", _picture(figure, heading)]
+            parts += [f"<h2>{heading} (by their own mIoU)</h2>", embedded_picture(figure, heading)]
     return parts
 
 
@@ -134,14 +134,18 @@ def render_html(
         "resamples images with replacement (1000 draws).</p>"
     )
     parts += ["<h2>Per class</h2>", _class_table(metrics, class_names, palette)]
-    parts.append(_picture(class_iou_chart(metrics["per_class_iou"], class_names, palette), "IoU"))
+    parts.append(
+        embedded_picture(class_iou_chart(metrics["per_class_iou"], class_names, palette), "IoU")
+    )
     parts += ["<h2>Confusion matrix</h2>"]
     parts.append("<p class='note'>Each row is a true class, split by what it was predicted as.</p>")
-    parts.append(_picture(confusion_heatmap(evaluation.matrix, class_names), "confusion matrix"))
+    parts.append(
+        embedded_picture(confusion_heatmap(evaluation.matrix, class_names), "confusion matrix")
+    )
     if history:
         parts += [
             "<h2>Training curves</h2>",
-            _picture(figure_png(curves_figure(history)), "curves"),
+            embedded_picture(figure_png(curves_figure(history)), "curves"),
         ]
     parts += _gallery_sections(evaluation, palette)
     body = "\n".join(parts)

@@ -1,7 +1,8 @@
 """A run folder's checkpoints after each epoch, and their repair when a run resumes.
 
     last.pt        every epoch: the whole training state, history and best_epoch included
-    best.pt        a copy of last.pt, made right after it in each epoch that improves val mIoU
+    best.pt        a copy of last.pt, made right after it in each epoch that improves the
+                   task's score (val mIoU; val AP for instance runs)
     history.json   written after both, so that it never lists an epoch last.pt lacks
 
 Each file is written atomically, but the set is not: a process killed after last.pt of an
@@ -24,7 +25,7 @@ LAST, BEST = "last.pt", "best.pt"
 
 
 def save_epoch(state: dict[str, Any], run_dir: Path, improved: bool) -> None:
-    """last.pt, then (if val mIoU improved) best.pt as its copy: that order is what
+    """last.pt, then (if the score improved) best.pt as its copy: that order is what
     `repair_best` relies on."""
     save_checkpoint(state, run_dir / LAST)
     if improved:
@@ -35,7 +36,7 @@ def repair_best(run_dir: Path, last: dict[str, Any]) -> str | None:
     """Make best.pt hold the epoch last.pt names as the best; returns a line saying what was
     repaired, or None when nothing needed to be."""
     best_epoch = last.get("best_epoch", 0)
-    if not best_epoch:  # no epoch has a val mIoU yet, so there is no best.pt to keep
+    if not best_epoch:  # no epoch has a val score yet, so there is no best.pt to keep
         return None
     best_path = run_dir / BEST
     held = _epoch_held(best_path)

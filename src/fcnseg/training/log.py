@@ -1,7 +1,8 @@
 """What a training run tells people while it runs.
 
     a progress bar per epoch            rich, on the terminal, gone when the epoch ends
-    one line per epoch                  loss, val mIoU, pixel accuracy, speed, "(best)"
+    one line per epoch                  loss, val mIoU, pixel accuracy (instance runs: val AP,
+                                        AP50, DSB), speed, "(best)"
     history.json                        every epoch's numbers, rewritten after each epoch
     TensorBoard (run_dir/tensorboard)   the same scalars, and prediction overlays on val
                                         images; only when the tensorboard package is installed
@@ -83,7 +84,7 @@ class TrainingLog:
         entry = history[-1]
         self.print_line(
             f"epoch {entry['epoch']:>3}/{epochs}  loss {entry['train_loss']:.4f}  "
-            f"val mIoU {entry['val_miou']:.4f}  pixel acc {entry['val_pixel_accuracy']:.4f}  "
+            f"{validation_text(entry)}  "
             f"{entry['images_per_second']:.1f} img/s" + ("  (best)" if improved else "")
         )
         self.write_history(history)
@@ -100,6 +101,16 @@ class TrainingLog:
         """history.json, atomically: a process killed while writing it leaves the old one."""
         if self.enabled:
             write_text_atomically(self.run_dir / "history.json", json.dumps(history, indent=1))
+
+
+def validation_text(entry: dict[str, Any]) -> str:
+    """An epoch's validation figures for its line: a semantic run's or an instance run's."""
+    if "val_miou" in entry:
+        return f"val mIoU {entry['val_miou']:.4f}  pixel acc {entry['val_pixel_accuracy']:.4f}"
+    return (
+        f"val AP {entry['val_ap']:.4f}  AP50 {entry['val_ap50']:.4f}  "
+        f"DSB {entry['val_dsb_score']:.4f}"
+    )
 
 
 def scalar_tag(key: str) -> str:

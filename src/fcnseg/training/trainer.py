@@ -3,10 +3,14 @@
     for each epoch (until the epochs or the time budget run out, or early stopping):
         train_one_epoch   per step: the learning rate of the progress so far, forward under
                           autocast, loss in fp32, (scaled) backward, clipping, optimizer step
-        validate          the Predictor over this rank's val batches into a confusion matrix,
-                          summed over ranks
-        record            last.pt; best.pt when val mIoU improves; history.json, TensorBoard
+        validate          the task's (tasks.py): semantic, the Predictor over this rank's val
+                          batches into a confusion matrix, summed over ranks; instance, mask AP
+        record            last.pt; best.pt when the task's score (val mIoU, val AP) improves;
+                          history.json, TensorBoard
                           (checkpointing.py: that order, and its repair on resume)
+
+The loss is `loss_fn(outputs, target)`: a semantic loss module on (N, K, H, W) logits, or an
+instance model's own loss on its dict of raw maps (tasks.instance_loss); either runs in fp32.
 
 Precision (`train.precision`): fp32; bf16 autocast (same range as fp32, no scaling needed); or
 fp16 autocast with a GradScaler, whose loss scale is saved with the checkpoint. The time budget
@@ -45,8 +49,7 @@ from fcnseg.checkpoint import (
 )
 from fcnseg.config import Config
 from fcnseg.inference.loading import predictor_for
-from fcnseg.inference.predictor import Predictor, sample_predictions
-from fcnseg.metrics.confusion import ConfusionMatrix, Scores
+from fcnseg.inference.predictor import Predictor
 from fcnseg.palette import PALETTE
 from fcnseg.registry import lookup
 from fcnseg.storage.interrupts import uninterrupted
@@ -54,6 +57,7 @@ from fcnseg.training import distributed
 from fcnseg.training.checkpointing import repair_best, save_epoch
 from fcnseg.training.log import TrainingLog
 from fcnseg.training.optim import build_optimizer, learning_rate
+from fcnseg.training.tasks import SemanticTask, TrainingTask
 
 AUTOCAST_TYPES: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -67,8 +71,9 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     elapsed_seconds: float = 0.0  # training time, summed over resumed sessions
-    best_miou: float = -math.inf
-    best_epoch: int = 0  # the epoch that reached best_miou: early stopping counts from it
+    best_miou: float = -math.inf  # semantic runs: the best val mIoU
+    best_ap: float = -math.inf  # instance runs: the best val AP
+    best_epoch: int = 0  # the epoch that reached the best: early stopping counts from it
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -85,7 +90,7 @@ class Trainer:
         model: nn.Module,
         train_loader: DataLoader,
         val_loader: DataLoader,
-        loss_fn: nn.Module,
+        loss_fn: nn.Module | Callable[[Any, torch.Tensor], torch.Tensor],
         run_dir: Path,
         class_names: list[str],
         model_spec: ModelSpec,
@@ -93,6 +98,7 @@ class Trainer:
         show_progress: bool = True,
         print_line: Callable[[str], None] = print,
         palette: np.ndarray | None = None,
+        task: TrainingTask | None = None,
     ) -> None:
         self.config, self.run_dir, self.class_names = config, Path(run_dir), class_names
         self.device = torch.device(device)
@@ -103,7 +109,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
         self.model = model.to(self.device, memory_format=self.memory_format)  # saved, validated
         self.network = distributed.wrap(self.model, self.device)  # trained (DDP when several)
-        self.loss_fn = loss_fn.to(self.device)
+        self.loss_fn = loss_fn.to(self.device) if isinstance(loss_fn, nn.Module) else loss_fn
+        self.task = SemanticTask() if task is None else task  # validation and best.pt (tasks.py)
         self.train_loader, self.val_loader = train_loader, val_loader
         self.palette = PALETTE[: len(class_names)] if palette is None else palette  # (K, 3)
         self.optimizer = build_optimizer(self.model, config.train)
@@ -131,7 +138,7 @@ class Trainer:
         return budget is not None and self.state.elapsed_seconds >= budget * 60
 
     def stopped_early(self) -> bool:
-        """No val mIoU improvement for `train.early_stopping_patience` epochs."""
+        """No improvement of the task's score for `train.early_stopping_patience` epochs."""
         patience = self.config.train.early_stopping_patience
         return patience is not None and self.state.epoch - self.state.best_epoch >= patience
 
@@ -181,8 +188,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            logits = self.network(image)  # (N, K, H, W)
-        loss = self.loss_fn(logits.float(), mask)  # in fp32: log-sums and Dice sums need range
+            outputs = self.network(image)  # (N, K, H, W) logits, or an instance model's maps
+        loss = self.loss_fn(in_fp32(outputs), mask)  # fp32: log-sums and Dice sums need range
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # fp16: scaled up so small gradients do not vanish
         if self.config.train.grad_clip:
@@ -199,14 +206,11 @@ class Trainer:
         dtype = self.autocast_type
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def validate(self) -> Scores:
-        matrix = ConfusionMatrix(len(self.class_names), self.config.data.ignore_index)
-        with self.autocast():
-            self.predictor().evaluate(self.val_loader, matrix)
-        distributed.sum_across_ranks(matrix.matrix)
-        return matrix.compute()
+    def validate(self) -> Any:
+        """The task's scores on the val loader: Scores (semantic), InstanceScores (instance)."""
+        return self.task.validate(self)
 
-    def record(self, train_stats: dict[str, float], scores: Scores) -> None:
+    def record(self, train_stats: dict[str, float], scores: Any) -> None:
         """Append to the history and log it; rank 0 writes last.pt, and best.pt on improvement."""
         self.state.history.append(
             {
@@ -215,14 +219,15 @@ class Trainer:
                 "lr": learning_rate(self.config.train, self.progress()),
                 "train_loss": train_stats["loss"],
                 "images_per_second": train_stats["images_per_second"],
-                "val_miou": scores.miou,
-                "val_pixel_accuracy": scores.pixel_accuracy,
+                **self.task.history_figures(scores),  # val_miou, ... or val_ap, ...
                 "elapsed_seconds": self.state.elapsed_seconds,
             }
         )
-        improved = scores.miou > self.state.best_miou
+        score, best_field = self.task.selection_score(scores), self.task.best_field
+        improved = score > getattr(self.state, best_field)
         if improved:
-            self.state.best_miou, self.state.best_epoch = scores.miou, self.state.epoch
+            setattr(self.state, best_field, score)
+            self.state.best_epoch = self.state.epoch
         with uninterrupted():  # a SIGTERM waits for the epoch's files (checkpointing.py)
             if distributed.is_main():
                 save_epoch(self.checkpoint_state(), self.run_dir, improved)
@@ -232,8 +237,8 @@ class Trainer:
         if self.stopped_early():
             patience = self.config.train.early_stopping_patience
             self.log.print_line(
-                f"early stopping: no better val mIoU in {patience} epochs "
-                f"(best {self.state.best_miou:.4f} at epoch {self.state.best_epoch})"
+                f"early stopping: no better {self.task.score_name} in {patience} epochs "
+                f"(best {getattr(self.state, best_field):.4f} at epoch {self.state.best_epoch})"
             )
 
     def predictor(self) -> Predictor:
@@ -282,7 +287,15 @@ class Trainer:
             self.state.elapsed_seconds = distributed.value_of_main(self.state.elapsed_seconds)
 
     def _overlay_samples(self) -> list:
-        return sample_predictions(self.predictor(), self.val_loader.dataset, count=4)
+        return self.task.samples(self, 4)
 
     def _epoch_label(self) -> str:
         return f"epoch {self.state.epoch + 1}/{self.config.train.epochs}"
+
+
+def in_fp32(outputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
+    """A network's outputs in fp32: a semantic model's logits, or each of an instance model's
+    raw maps, as autocast may have left them in bf16 or fp16."""
+    if isinstance(outputs, dict):
+        return {name: value.float() for name, value in outputs.items()}
+    return outputs.float()

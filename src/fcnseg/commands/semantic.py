@@ -1,10 +1,13 @@
 """What each command does, as plain functions of typed arguments (cli.py only parses argv).
 
 train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
-demo(out)          generate shapes on disk, then train with the packaged demo recipe
+demo(out, task)    generate shapes on disk, then train the packaged demo (or demo_instance)
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json, report.md, report.html
 inspect(data)      the label doctor's account of a dataset (fcnseg.data.doctor.inspect)
 predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.inference.files)
+
+Each command serves both tasks: where config.task (or the checkpoint's model) is instance, it
+hands over to commands/instances.py after the steps the tasks share.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ import numpy as np
 import torch
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
+from fcnseg.commands import instances as instance_commands
+from fcnseg.commands.runs import check_task, resolve_config, started_run
 from fcnseg.config import Config, LossConfig, load_config, scored_classes
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.doctor.inspect import Inspection, check_before_training, inspect_data
 from fcnseg.data.doctor.report import format_report, inspection_dict, training_scan
 from fcnseg.data.folder import image_channels
+from fcnseg.data.instances import write_instance_shapes_folder
 from fcnseg.errors import FcnsegError
 from fcnseg.export.pipeline import export_checkpoint
-from fcnseg.inference import InferenceOptions, load, predictor_for
+from fcnseg.inference import InferenceOptions, InstancePredictor, load, predictor_for
 from fcnseg.inference.backends import select_backend
 from fcnseg.inference.files import input_images, output_names, predict_files
 from fcnseg.inference.loading import resolve_device
@@ -37,14 +43,15 @@ from fcnseg.losses import (
     median_frequency_weights,
     resolve_class_weights,
 )
+from fcnseg.registry import lookup
 from fcnseg.report.evaluation import evaluate as evaluate_split
 from fcnseg.report.figures import plot_class_pixels
 from fcnseg.report.run_report import training_history, write_run_report
-from fcnseg.runs import resolve_config, started_run
-from fcnseg.runs import resumed_run as resumed_run  # the CLI's, beside started_run
 from fcnseg.storage.folders import run_folder
 from fcnseg.training import distributed
 from fcnseg.training.trainer import Trainer
+
+DEMO_RECIPES: dict[str, str] = {"semantic": "demo", "instance": "demo_instance"}  # --task
 
 
 def seed_everything(seed: int) -> None:
@@ -55,10 +62,13 @@ def seed_everything(seed: int) -> None:
 
 def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
     """Train `config` into run_dir (fresh, or continuing its last.pt); returns the report path."""
+    check_task(config)  # before any data is read
     seed_everything(config.train.seed)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
+    if config.task == "instance":
+        return instance_commands.train(config, run_dir, resume, show_progress, device)
     data = config.data
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
@@ -159,14 +169,24 @@ def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
     return list(names)
 
 
-def demo(out: Path, overwrite: bool, overrides: list[str], show_progress: bool = True) -> Path:
-    """Generate shapes into <out>/data, train the demo recipe on those files, write the report."""
+def demo(
+    out: Path,
+    overwrite: bool,
+    overrides: list[str],
+    show_progress: bool = True,
+    task: str = "semantic",
+) -> Path:
+    """Generate shapes into <out>/data (instance shapes for task "instance"), train the demo
+    recipe of the task (demo, demo_instance) on those files, write the report."""
+    recipe = lookup(DEMO_RECIPES, task, "demo task")
     root = Path(out) / "data"
     overrides = ["data.kind=folder", f"data.root={root}", *overrides]
-    with started_run("demo", overrides, str(out), overwrite, reads_data=False) as (config, run):
+    with started_run(recipe, overrides, str(out), overwrite, reads_data=False) as (config, run):
         data = config.data
         counts = {data.train_split: data.synthetic_train, data.val_split: data.synthetic_val}
-        write_shapes_folder(run / "data", counts, data.synthetic_size, config.train.seed)
+        instance = config.task == "instance"
+        write = write_instance_shapes_folder if instance else write_shapes_folder
+        write(run / "data", counts, data.synthetic_size, config.train.seed)
         return train(config, run, show_progress=show_progress)
 
 
@@ -181,6 +201,10 @@ def evaluate(
     """Every score of a checkpoint on a split, through the Predictor with `options` (tiles,
     test-time augmentation), into metrics.json, report.md and report.html."""
     predictor = load(checkpoint_path, options=options)
+    if isinstance(predictor, InstancePredictor):  # mask AP and DSB instead of mIoU
+        return instance_commands.evaluate(
+            predictor, checkpoint_path, data_dir, split, out, overwrite
+        )
     data = replace(predictor.data, kind="folder", root=data_dir, val_split=split)
     dataset = make_dataset(data, split, train=False)
     dataset.source.check_labels()
@@ -209,9 +233,11 @@ def inspect(
 ) -> tuple[str, bool]:
     """The label doctor on a dataset folder (or a config's data.root): report text, and whether
     training could start. Writes class_pixels.png and inspect.json to `out` (a new folder, or
-    with `overwrite` an fcnseg one)."""
+    with `overwrite` an fcnseg one). With task: instance, the instance statistics only."""
     config = load_config(resolve_config(config_path) if config_path else None, overrides)
     data = config.data if data_dir is None else replace(config.data, kind="folder", root=data_dir)
+    if config.task == "instance":  # the instance doctor's statistics, as text; no files
+        return instance_commands.inspect_text(data)
     if data.kind != "folder" or data.root is None:
         raise FcnsegError("fcnseg inspect needs a DATA_DIR, or a --config whose data.root is set.")
     # Without a config, the class count comes from the class table or the masks themselves.
@@ -239,7 +265,8 @@ def predict(
     options: InferenceOptions | None = None,
     show_progress: bool = True,
 ) -> list[str]:
-    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image, through
+    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image (an
+    instance model: instance_commands.predict), through
     the fastest backend at hand (fcnseg.inference.backends) and the Predictor's `options`
     (tiles, TTA), into a new folder (or with `overwrite` an fcnseg one).
 
@@ -254,13 +281,17 @@ def predict(
             f"--out {out} holds the input images; writing there could overwrite them. "
             "Choose a separate output folder."
         )
+    reads = [checkpoint_path, inputs, *([onnx_path] if onnx_path else [])]
+    if isinstance(predictor, InstancePredictor):  # ID maps, JSON and overlays; PyTorch only
+        return instance_commands.predict(
+            predictor, images, names, out_dir, overwrite, reads, (backend, onnx_path), show_progress
+        )
     network, description = select_backend(
         predictor.model, checkpoint_path, backend, onnx_path, predictor.device
     )
     predictor.model = network
     if show_progress:
         print(f"backend: {description}")
-    reads = [checkpoint_path, inputs, *([onnx_path] if onnx_path else [])]
     with run_folder(out_dir, overwrite, reads, "predict"):
         return predict_files(predictor, images, out_dir, show_progress, names)
 

@@ -4,6 +4,7 @@
                                a new run folder (fcnseg.storage.folders) with config.yaml in it
     resumed_run(run_dir, ...)  the config saved in the run's last.pt, plus --set, in the
                                run's own folder, which must be one fcnseg made
+    check_task(config)         the model solves config.task (refused before the folder is made)
 
 Both hold the folder's lock (fcnseg.storage.locks) until the block ends. Under torchrun rank 0 alone
 makes, locks and writes the folder, while the other ranks wait for it at a barrier.
@@ -19,6 +20,7 @@ from pathlib import Path
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import Config, build_config, load_config, save_config
 from fcnseg.errors import FcnsegError
+from fcnseg.models import list_models, task_of
 from fcnseg.registry import suggest
 from fcnseg.storage.folders import resumed_folder, run_dir_for, run_folder
 from fcnseg.training import distributed
@@ -56,6 +58,7 @@ def started_run(
     output_dir), save the config there. `reads_data`: the data folder is the user's, which
     --overwrite must not delete (the demo's is its own: it writes it into the run)."""
     config = load_config(resolve_config(config_path) if config_path else None, overrides)
+    check_task(config)  # a model of the other task: refused before the run folder is made
     run_dir = Path(out) if out else run_dir_for(config.output_dir, config.name)
     data = config.data
     reads = [data.root] if reads_data and data.kind == "folder" and data.root else []
@@ -83,3 +86,17 @@ def _main_rank_only(
 ) -> AbstractContextManager[Path]:
     """`folder()` on rank 0 (or in a plain process); elsewhere the path, untouched."""
     return folder() if distributed.is_main() else nullcontext(path)
+
+
+def check_task(config: Config) -> None:
+    """Refuse a model of the other task (a semantic model with task: instance, or the reverse)
+    before any data is read: its outputs would not fit the data, the loss or the metrics."""
+    model_task = task_of(config.model.name)  # an unknown name: the registry's error, with choices
+    if model_task != config.task:
+        choices = ", ".join(list_models(task=config.task))
+        article = "an" if model_task == "instance" else "a"
+        raise FcnsegError(
+            f"task is {config.task} but model.name '{config.model.name}' is {article} "
+            f"{model_task} model; for task {config.task} choose one of: {choices}; or set "
+            f"task: {model_task}."
+        )

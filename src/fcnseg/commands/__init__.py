@@ -1,0 +1,33 @@
+"""What each command does, as plain functions of typed arguments (cli.py only parses argv, and is
+the only module that imports this package).
+
+    semantic.py    train, demo, evaluate, inspect, predict, export; each hands over to
+                   instances.py where the config's task or the checkpoint's model is instance
+    instances.py   the instance task's train, evaluate, predict and inspect
+    runs.py        a training run's config (a recipe or a YAML file, plus --set) and its folder
+"""
+
+from fcnseg.commands.runs import recipe_names, resolve_config, resumed_run, started_run
+from fcnseg.commands.semantic import (
+    demo,
+    evaluate,
+    export,
+    inspect,
+    predict,
+    seed_everything,
+    train,
+)
+
+__all__ = [
+    "demo",
+    "evaluate",
+    "export",
+    "inspect",
+    "predict",
+    "recipe_names",
+    "resolve_config",
+    "resumed_run",
+    "seed_everything",
+    "started_run",
+    "train",
+]

@@ -1,0 +1,152 @@
+"""The instance task's inference path: trainer validation, `fcnseg evaluate`, `predict`, `load`.
+
+    image (H, W, C) uint8 -> normalised as in training                      (C, H, W) float
+      -> scaled by data.inference_scale (bilinear), when it is not 1        (C, h, w)
+      -> model.predict: the model's own post-processing (for InstanceFCN: dense windows,
+         objectness, mask NMS), in eval mode                                 Instances at (h, w)
+      -> masks brought back to (H, W) (bilinear, > 0.5)                     Instances at (H, W)
+
+The semantic Predictor's tiles and test-time augmentation do not apply: an instance is one
+object across the whole image, and averaging views of a set of masks is no longer an average of
+logits. Those options are refused in their flags' own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcnseg.config import DataConfig
+from fcnseg.data.transforms import build_transform
+from fcnseg.errors import FcnsegError
+from fcnseg.inference.options import InferenceOptions
+from fcnseg.inference.predictor import eval_mode
+from fcnseg.metrics.instances import InstanceEvaluator
+from fcnseg.models.instances import Instances, classes_of
+from fcnseg.palette import PALETTE, full_palette
+
+# COCO's maxDets: at most this many detections per image and class are ranked for AP.
+EVALUATION_MAX_DETECTIONS = 100
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+class InstancePredictor:
+    """Runs an instance model (INSTANCE_MODELS: `predict(images) -> list[Instances]`) on raw or
+    normalised images, at their own size (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: torch.device | str,
+        transform: Transform,
+        scale: float,
+        class_names: list[str],
+        palette: np.ndarray,
+        data: DataConfig,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.transform = transform
+        self.scale = scale  # data.inference_scale: the model saw images scaled by this
+        self.class_names = class_names  # class 0 is background, never an instance's
+        self.palette = palette  # (256, 3) colour of each class
+        self.data = data  # how the model's images are read: mode, alpha, bit depth, scaling
+        self.checkpoint: dict[str, Any] = {}  # the checkpoint's facts, without its tensors
+        self.source: Path | None = None  # the file it was loaded from
+
+    def normalise(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, C) uint8 -> (C, H, W) float32, as the training data was."""
+        tensor, _ = self.transform(image, np.zeros(image.shape[:2], dtype=np.int64))
+        return tensor
+
+    def predict_image(self, image: np.ndarray) -> Instances:
+        """A raw (H, W, C) uint8 image -> its instances at (H, W)."""
+        return self.instances(self.normalise(image)[None])[0]
+
+    def instances(self, images: torch.Tensor) -> list[Instances]:
+        """(N, C, H, W) normalised images -> the instances of each, at (H, W), on the CPU."""
+        height, width = images.shape[-2:]
+        scaled = images
+        if self.scale != 1.0:
+            size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        with torch.inference_mode(), eval_mode(self.model):
+            found = self.model.predict(scaled.to(self.device))
+        return [resized(instances, (height, width)) for instances in found]
+
+    def evaluate(
+        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], evaluator: InstanceEvaluator
+    ) -> InstanceEvaluator:
+        """Add every (images (N, C, H, W), targets (N, 2, H, W)) batch to `evaluator`."""
+        for images, targets in batches:
+            for instances, target in zip(self.instances(images), targets, strict=True):
+                add_to_evaluator(evaluator, instances, target, self.data.ignore_index)
+        return evaluator
+
+
+def add_to_evaluator(
+    evaluator: InstanceEvaluator, instances: Instances, target: torch.Tensor, ignore_index: int
+) -> None:
+    """One image's instances against its (2, H, W) target; void pixels are not judged."""
+    evaluator.update(
+        instances.masks,
+        instances.scores,
+        instances.classes,
+        target[0],
+        classes_of(target),
+        void=target[1] == ignore_index,
+    )
+
+
+def resized(instances: Instances, size: tuple[int, int]) -> Instances:
+    """The instances' masks at `size` (bilinear, > 0.5), unchanged when already there."""
+    if tuple(instances.masks.shape[-2:]) == tuple(size):
+        return instances
+    if len(instances) == 0:
+        return Instances.empty(*size)
+    masks = instances.masks[:, None].float()  # (M, 1, h, w)
+    masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+    return Instances(masks[:, 0] > 0.5, instances.classes, instances.scores)
+
+
+def check_options(options: InferenceOptions | None) -> None:
+    """Refuse what only semantic inference offers, naming the flags to drop."""
+    if options is None:
+        return
+    refused = []
+    if options.flip or tuple(options.scales) != (1.0,):
+        refused.append("--flip / --scales (test-time augmentation)")
+    if options.mode == "tiled":
+        refused.append("--mode tiled")
+    if options.precision != "fp32":
+        refused.append(f"--precision {options.precision}")
+    if refused:
+        raise FcnsegError(
+            f"an instance model runs whole images in fp32; {' and '.join(refused)} apply to "
+            "semantic models only. Run it again without them."
+        )
+
+
+def instance_predictor_for(
+    model: nn.Module,
+    data: DataConfig,
+    device: torch.device | str = "cpu",
+    class_names: list[str] | None = None,
+    palette: np.ndarray | None = None,
+    options: InferenceOptions | None = None,
+) -> InstancePredictor:
+    """An InstancePredictor that reads, normalises and scales images as `data` says its model
+    was trained: the instance counterpart of `predictor_for`, shared by validation, the final
+    report and `load` so that the three can never disagree."""
+    check_options(options)
+    transform = build_transform("none", data.mean, data.std, len(data.mean))
+    names = class_names or [f"class {index}" for index in range(max(data.num_classes, 2))]
+    colours = PALETTE if palette is None else full_palette(palette, data.ignore_index)
+    return InstancePredictor(model, device, transform, data.inference_scale, names, colours, data)
