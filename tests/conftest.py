@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -30,3 +31,13 @@ def folder_dataset(tmp_path: Path) -> Path:
             image = (mask[..., None] * 80 + rng.integers(0, 20, size=(37, 53, 3))).astype(np.uint8)
             write_pair(root, split, f"item{index}", image, mask)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second thread only spins (up to 25x slower).
+    A test module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -33,13 +33,7 @@ SETS = [argument for item in TINY for argument in ("--set", item)]
 FIGURES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar", "dsb_score")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

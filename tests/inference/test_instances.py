@@ -28,12 +28,7 @@ NAMES = ["background", "cell", "blob"]
 COLOURS = [[0, 0, 0], [200, 10, 10], [10, 200, 10]]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_instance_checkpoint(path: Path, inference_scale: float = 1.0) -> Path:

@@ -22,12 +22,7 @@ from fcnseg.training.trainer import Trainer, in_fp32
 NAMES = ["background", "circle", "rectangle", "triangle"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_config(*overrides: str) -> Config:

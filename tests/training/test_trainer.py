@@ -20,14 +20,7 @@ from fcnseg.losses import build_loss
 from fcnseg.metrics.confusion import Scores
 from fcnseg.training.trainer import Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: a second thread only spins (25x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_trainer(config: Config, run_dir: Path, init_seed: int = 0, width: int = 4) -> Trainer:

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
+from fcnseg.commands.runs import run_summary
 from fcnseg.config import Config, DataConfig, scored_classes
 from fcnseg.data import image_channels, make_loader
 from fcnseg.data.instances import InstanceDataset, inspect_instances, make_instance_dataset
@@ -103,14 +104,9 @@ def _final_report(
     )
     evaluation = evaluate_instances(predictor, val_set)
     state = trainer.state
-    summary = {
-        "model": f"{config.model.name} {config.model.options or ''}".strip(),
-        "data": f"{data.kind} {data.root or ''}".strip()
-        + f" ({train_images} train / {len(val_set)} {data.val_split} images)",
-        "training": f"{state.epoch} epochs, {state.step} steps, "
-        f"{state.elapsed_seconds:.0f} s on {trainer.device}",
-        "checkpoint": f"best.pt (epoch {best['epoch']}, val AP {best['best_ap']:.4f})",
-    }
+    checkpoint = f"best.pt (epoch {best['epoch']}, val AP {best['best_ap']:.4f})"
+    images = (train_images, len(val_set))
+    summary = run_summary(config, state, trainer.device, images, checkpoint)
     return write_instance_report(
         trainer.run_dir,
         evaluation,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.config import Config, build_config, load_config, save_config
@@ -100,3 +101,19 @@ def check_task(config: Config) -> None:
             f"{model_task} model; for task {config.task} choose one of: {choices}; or set "
             f"task: {model_task}."
         )
+
+
+def run_summary(
+    config: Config, state: Any, device: Any, images: tuple[int, int], checkpoint: str
+) -> dict[str, str]:
+    """The head of a run's report: model, data (train / val images), training, checkpoint."""
+    data = config.data
+    train_images, val_images = images
+    return {
+        "model": f"{config.model.name} {config.model.options or ''}".strip(),
+        "data": f"{data.kind} {data.root or ''}".strip()
+        + f" ({train_images} train / {val_images} {data.val_split} images)",
+        "training": f"{state.epoch} epochs, {state.step} steps, "
+        f"{state.elapsed_seconds:.0f} s on {device}",
+        "checkpoint": checkpoint,
+    }

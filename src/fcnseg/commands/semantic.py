@@ -22,7 +22,7 @@ import torch
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
 from fcnseg.commands import instances as instance_commands
-from fcnseg.commands.runs import check_task, resolve_config, started_run
+from fcnseg.commands.runs import check_task, resolve_config, run_summary, started_run
 from fcnseg.config import Config, LossConfig, load_config, scored_classes
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
@@ -122,14 +122,9 @@ def _final_report(
     )
     evaluation = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
     state = trainer.state
-    summary = {
-        "model": f"{config.model.name} {config.model.options or ''}".strip(),
-        "data": f"{data.kind} {data.root or ''}".strip()
-        + f" ({train_images} train / {len(val_set)} {data.val_split} images)",
-        "training": f"{state.epoch} epochs, {state.step} steps, "
-        f"{state.elapsed_seconds:.0f} s on {trainer.device}",
-        "checkpoint": f"best.pt (epoch {best['epoch']}, val mIoU {best['best_miou']:.4f})",
-    }
+    checkpoint = f"best.pt (epoch {best['epoch']}, val mIoU {best['best_miou']:.4f})"
+    images = (train_images, len(val_set))
+    summary = run_summary(config, state, trainer.device, images, checkpoint)
     return write_run_report(
         trainer.run_dir,
         evaluation,

@@ -150,3 +150,10 @@ def instance_predictor_for(
     names = class_names or [f"class {index}" for index in range(max(data.num_classes, 2))]
     colours = PALETTE if palette is None else full_palette(palette, data.ignore_index)
     return InstancePredictor(model, device, transform, data.inference_scale, names, colours, data)
+
+
+def evaluation_max_detections(model: nn.Module) -> int:
+    """COCO's 100 detections per image, or more for a model told to keep more (its
+    `max_detections`, e.g. 1000 for nuclei, up to 375 an image): otherwise the metric, not the
+    model, would cap recall and AP on crowded images."""
+    return max(EVALUATION_MAX_DETECTIONS, int(getattr(model, "max_detections", 0)))

@@ -2,7 +2,9 @@
 
     evaluate_instances(predictor, dataset)  -> InstanceEvaluation: every image once through
                                                the InstancePredictor into an InstanceEvaluator
-                                               (fcnseg.metrics.instances); the best and worst
+                                               (fcnseg.metrics.instances) at up to
+                                               evaluation_max_detections(model) per image;
+                                               the best and worst
                                                images by their own DSB score, predicted again
                                                for the gallery
     match_instances(masks, scores, truth)   -> InstanceMatch: each prediction matched or false,
@@ -23,9 +25,9 @@ import numpy as np
 
 from fcnseg.data.instances.dataset import InstanceDataset
 from fcnseg.inference.instances import (
-    EVALUATION_MAX_DETECTIONS,
     InstancePredictor,
     add_to_evaluator,
+    evaluation_max_detections,
 )
 from fcnseg.metrics.instances import InstanceEvaluator, InstanceScores
 from fcnseg.models.instances import Instances
@@ -115,7 +117,7 @@ def evaluate_instances(
 ) -> InstanceEvaluation:
     """Every score of the predictor over every item of `dataset` (see the module docstring)."""
     ignore_index = dataset.ignore_index
-    evaluator = InstanceEvaluator(EVALUATION_MAX_DETECTIONS)
+    evaluator = InstanceEvaluator(evaluation_max_detections(predictor.model))
     for index in range(len(dataset)):
         image, target = dataset[index]  # (C, H, W) normalised, (2, H, W)
         add_to_evaluator(evaluator, predictor.instances(image[None])[0], target, ignore_index)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fcnseg.inference.instances import EVALUATION_MAX_DETECTIONS, instance_predictor_for
+from fcnseg.inference.instances import evaluation_max_detections, instance_predictor_for
 from fcnseg.inference.predictor import sample_predictions
 from fcnseg.metrics.confusion import ConfusionMatrix, Scores
 from fcnseg.metrics.instances import InstanceEvaluator, InstanceScores
@@ -89,8 +89,15 @@ class InstanceTask:
         )
 
     def validate(self, trainer: Trainer) -> InstanceScores:
-        evaluator = InstanceEvaluator(EVALUATION_MAX_DETECTIONS)
-        return self.predictor(trainer).evaluate(trainer.val_loader, evaluator).compute()
+        """One image at a time, as evaluate_instances: val images keep their own sizes (DSB
+        nuclei: 256x256 to 1388x1040), which the val loader's batches could not stack."""
+        evaluator = InstanceEvaluator(evaluation_max_detections(trainer.model))
+        dataset = trainer.val_loader.dataset
+        images = (
+            (image[None], target[None])
+            for image, target in map(dataset.__getitem__, range(len(dataset)))
+        )
+        return self.predictor(trainer).evaluate(images, evaluator).compute()
 
     def history_figures(self, scores: InstanceScores) -> dict[str, float]:
         return {"val_ap": scores.ap, "val_ap50": scores.ap50, "val_dsb_score": scores.dsb_score}

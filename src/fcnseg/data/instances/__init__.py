@@ -7,8 +7,10 @@ coco.py        COCO JSON files and their image folders; coco_masks.py paints the
 shapes.py      generated overlapping and touching shapes with exact maps
 dataset.py     InstanceDataset, make_instance_dataset
 doctor.py      statistics and problems of a split
+boundaries.py  3-class masks (background, interior, boundary) for the watershed baseline
 """
 
+from fcnseg.data.instances.boundaries import boundary_mask, write_boundary_masks
 from fcnseg.data.instances.coco import CocoInstances
 from fcnseg.data.instances.dataset import (
     InstanceDataset,
@@ -30,11 +32,13 @@ __all__ = [
     "InstanceFolder",
     "InstanceStatistics",
     "ShapesInstances",
+    "boundary_mask",
     "generate_instances",
     "inspect_instances",
     "make_instance_dataset",
     "open_instance_split",
     "read_id_map",
     "touching_pairs",
+    "write_boundary_masks",
     "write_instance_shapes_folder",
 ]
