@@ -291,18 +291,6 @@ def predict(
         return predict_files(predictor, images, out_dir, show_progress, names)
 
 
-def export(
-    checkpoint_path: str,
-    out: str | None = None,
-    int8: bool = False,
-    calibrate: str | None = None,
-    data_dir: str | None = None,
-    split: str | None = None,
-    max_drop: float = 1.0,
-    force: bool = False,
-    overwrite: bool = False,
-) -> Path:
-    """`fcnseg export`: a checked ONNX model (and an int8 one, judged); see fcnseg.export."""
-    return export_checkpoint(
-        checkpoint_path, out, int8, calibrate, data_dir, split, max_drop, force, overwrite
-    )
+# `fcnseg export`: a checked ONNX model (and an int8 one, judged). The export pipeline is the
+# command itself (it refuses instance checkpoints with a clear message), so it is used as is.
+export = export_checkpoint

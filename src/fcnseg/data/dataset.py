@@ -75,7 +75,13 @@ def open_split(config: DataConfig, split: str) -> RawDataset:
 
 def make_dataset(config: DataConfig, split: str, train: bool, seed: int = 0) -> SegmentationDataset:
     """A split with the training augmentation (train=True) or the evaluation preset."""
-    transform = build_transform(
+    return SegmentationDataset(open_split(config, split), dataset_transform(config, train), seed)
+
+
+def dataset_transform(config: DataConfig, train: bool) -> JointTransform:
+    """The data config's augmentation preset, crop and resize for training (train=True), or
+    normalisation alone for evaluation; the same for both tasks."""
+    return build_transform(
         config.augment if train else "none",
         config.mean,
         config.std,
@@ -85,7 +91,6 @@ def make_dataset(config: DataConfig, split: str, train: bool, seed: int = 0) -> 
         scale_range=config.scale_range,
         resize=config.train_resize if train else None,
     )
-    return SegmentationDataset(open_split(config, split), transform, seed)
 
 
 def make_loader(

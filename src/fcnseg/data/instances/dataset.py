@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 from fcnseg.config import DataConfig
-from fcnseg.data.dataset import SegmentationDataset
-from fcnseg.data.images import image_channels
+from fcnseg.data.dataset import SegmentationDataset, dataset_transform
 from fcnseg.data.instances.coco import CocoInstances
 from fcnseg.data.instances.folder import InstanceFolder
 from fcnseg.data.instances.shapes import ShapesInstances
-from fcnseg.data.transforms import JointTransform, build_transform
+from fcnseg.data.transforms import JointTransform
 from fcnseg.errors import FcnsegError
 
 InstanceSource = InstanceFolder | CocoInstances | ShapesInstances
@@ -71,15 +70,5 @@ def make_instance_dataset(
     config: DataConfig, split: str, train: bool, seed: int = 0
 ) -> InstanceDataset:
     """A split of instance data with the training augmentation (train=True) or none."""
-    transform = build_transform(
-        config.augment if train else "none",
-        config.mean,
-        config.std,
-        image_channels(config.image_mode, config.image_alpha),
-        crop_size=config.crop_size if train else None,
-        ignore_index=config.ignore_index,
-        scale_range=config.scale_range,
-        resize=config.train_resize if train else None,
-    )
     source = open_instance_split(config, split)
-    return InstanceDataset(source, transform, config.ignore_index, seed)
+    return InstanceDataset(source, dataset_transform(config, train), config.ignore_index, seed)
