@@ -2,6 +2,7 @@
 
 loading.py          fcnseg.load(path) -> Predictor (or InstancePredictor), with the model's
                     preprocessing and classes
+options.py          InferenceOptions: whole or tiled, test-time augmentation, precision
 predictor.py        the one inference path: whole image or tiles, test-time augmentation
 instances.py        the instance task's path: Instances at each image's size
 tiling.py           overlapping tiles and their blending; bands for huge images
@@ -9,6 +10,7 @@ backends.py         eager PyTorch (batch norm folded, channels-last) or ONNX Run
 files.py            `fcnseg predict`: image files in, index masks and overlays out
 instance_files.py   `fcnseg predict` of an instance model: ID maps, JSON, overlays
 instance_pictures.py  instances drawn in their own colours with contours (numpy only)
+watershed.py        instances from a semantic (background, interior, boundary) model
 streaming.py        huge images read and written in row bands
 """
 
