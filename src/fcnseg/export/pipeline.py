@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.checkpoint import checkpoint_task, load_checkpoint
 from fcnseg.config import DataConfig
 from fcnseg.data import make_dataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
@@ -35,6 +34,7 @@ from fcnseg.errors import FcnsegError
 from fcnseg.export.int8 import DEFAULT_MAX_DROP, QuantizationResult, judge, quantize_static_int8
 from fcnseg.export.onnx import check_parity, export_onnx
 from fcnseg.inference.backends import OnnxModel, default_onnx_path, fingerprint, onnx_runtime
+from fcnseg.inference.instances import InstancePredictor
 from fcnseg.inference.loading import load
 from fcnseg.inference.predictor import Predictor
 from fcnseg.storage.atomic import atomic_path
@@ -55,14 +55,14 @@ def export_checkpoint(
     print_line: Callable[[str], None] = print,
 ) -> Path:
     """Export (and with `int8`, quantize) a checkpoint; returns the file written."""
-    refuse_instance_model(checkpoint_path)
+    predictor = load(checkpoint_path, device="cpu")  # the checkpoint is read once, here
+    refuse_instance_model(predictor, checkpoint_path)
     onnx_runtime()  # fail before any work if the export extra is missing
     if int8 and not calibrate:
         raise FcnsegError("--int8 needs --calibrate DIR, a folder of images like the inputs.")
     suffix = ".int8.onnx" if int8 else ".onnx"
     target = Path(out) if out else default_onnx_path(checkpoint_path).with_suffix(suffix)
     check_target(target, overwrite)
-    predictor = load(checkpoint_path, device="cpu")
     with atomic_path(target) as partial:  # renamed to `target` only if nothing raises
         if not int8:
             _export_checked(predictor, partial, print_line)
@@ -82,19 +82,15 @@ def export_checkpoint(
     return target
 
 
-def refuse_instance_model(checkpoint_path: str) -> None:
-    """An instance model's checkpoint is refused: its post-processing (windows, mask NMS) is
-    Python, not part of the network, and no ONNX graph of it is written yet. A file that does
-    not load as a checkpoint passes here, for the usual errors to name it."""
-    try:
-        checkpoint = load_checkpoint(checkpoint_path)
-    except FcnsegError:
-        return
-    if checkpoint_task(checkpoint) == "instance":
+def refuse_instance_model(predictor: Predictor | InstancePredictor, checkpoint_path: str) -> None:
+    """An instance model is refused: its post-processing (windows, mask NMS) is Python, not
+    part of the network, and no ONNX graph of it is written yet."""
+    if isinstance(predictor, InstancePredictor):
         raise FcnsegError(
-            f"{checkpoint_path} holds an instance model ({checkpoint['model'].get('name')}), "
-            "and fcnseg export does not export instance models yet. Run it with fcnseg predict "
-            "CHECKPOINT IMAGES --out DIR, or in Python with fcnseg.load(CHECKPOINT)."
+            f"{checkpoint_path} holds an instance model "
+            f"({predictor.checkpoint['model'].get('name')}), and fcnseg export does not export "
+            "instance models yet. Run it with fcnseg predict CHECKPOINT IMAGES --out DIR, or in "
+            "Python with fcnseg.load(CHECKPOINT)."
         )
 
 
