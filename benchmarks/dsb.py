@@ -12,8 +12,10 @@ R-CNN). Run them on the same machine, before or after this one and never at the 
     .venv/bin/python benchmarks/dsb.py train                      # ~20 min + validations
     /tmp/peer-venv/bin/python ../shared/peers/dsb_peer.py --recipe unet-watershed \\
         --out /tmp/dsb-peer-unet                                  # see ../shared/peers/README.md
+    .venv/bin/python benchmarks/dsb_watershed.py                  # fcnseg's watershed baseline
     .venv/bin/python benchmarks/dsb.py table --peer /tmp/dsb-peer-unet/results.json \\
-        [--peer /tmp/dsb-peer-maskrcnn/results.json] [--also RUN ...]
+        [--peer /tmp/dsb-peer-maskrcnn/results.json] [--watershed runs/dsb-watershed] \\
+        [--also RUN ...]
 
 `train` runs the public commands, `fcnseg train dsb_instancefcn` and `fcnseg evaluate
 RUN/last.pt`, so the result is what a user gets from them (`--minutes` shortens the budget for a
@@ -108,6 +110,28 @@ def ours(run_dir: Path, types: dict[str, str]) -> dict:
     }
 
 
+def watershed(run_dir: Path, types: dict[str, str]) -> dict:
+    """The figures of benchmarks/dsb_watershed.py's run: a semantic run, scored by the
+    watershed into results.json (per-image DSB keyed by image name)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    images = history[-1]["step"] * config["data"]["batch_size"]
+    seconds = history[-1]["elapsed_seconds"]
+    backbone = (config["model"].get("options") or {}).get("backbone", "")
+    return {
+        "recipe": f"fcnseg: {config['model']['name']}/{backbone} + watershed (`dsb_watershed.py`)",
+        "seconds": seconds,
+        "epochs": images / TRAIN_IMAGES,
+        "images_per_second": images / seconds,
+        **{key: results[key] for key in ("ap", "ap50", "ap75", "dsb_score")},
+        "max_detections": results["max_detections"],
+        "dsb_by_type": dsb_by_type(results["per_image_dsb"], types),
+    }
+
+
 def peer(results_path: Path) -> dict:
     """The figures of dsb_peer.py's results.json (fractions, as ours; its log prints %)."""
     results = json.loads(results_path.read_text())
@@ -161,11 +185,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override k=v")
     parser.add_argument("--also", type=Path, action="append", default=[], help="more runs")
     parser.add_argument("--peer", type=Path, action="append", default=[], help="results.json")
+    parser.add_argument(
+        "--watershed", type=Path, action="append", default=[], help="dsb_watershed.py run"
+    )
     args = parser.parse_args()
     if args.action == "train":
         train(args.run, args.config, args.data, args.minutes, args.set)
     types = image_types(args.data / "val" / "images")
     rows = [ours(run, types) for run in (args.run, *args.also)]
+    rows += [watershed(run, types) for run in args.watershed]
     rows += [peer(path) for path in args.peer]
     print(table(rows))
 

@@ -73,6 +73,7 @@ def score(run: Path, data: Path, limit: int | None) -> dict:
         add_to_evaluator(evaluator, found, torch.from_numpy(target), source.config.ignore_index)
     seconds = time.perf_counter() - started
     result = evaluator.compute().to_dict(predictor.class_names)
+    result["per_image_dsb"] = dict(zip(source.names[:count], result["per_image_dsb"], strict=True))
     result["evaluation_images_per_second"] = count / seconds
     return result
 

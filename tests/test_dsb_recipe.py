@@ -43,11 +43,12 @@ def test_the_recipe_loads_and_its_model_builds():
     assert config.task == "instance" and config.model.name == "instancefcn"
     assert config.data.kind == "folder" and config.data.num_classes == 2
     assert config.train.max_minutes == 20 and config.train.threads == 2
-    assert config.data.inference_scale == 1.0 and config.data.crop_size == (256, 256)
+    assert config.data.train_scale == config.data.inference_scale == 2.0  # nuclei doubled
+    assert config.data.crop_size == (256, 256) and config.data.augment == "dihedral"
     spec = ModelSpec(config.model.name, config.data.num_classes, 3, dict(config.model.options))
     model = spec.build()
     assert model.max_detections == 1000  # the protocol ranks up to 1000 detections per image
-    assert model.window_sizes == (16, 24, 40, 64)
+    assert model.window_sizes == (16, 24, 40, 64, 96, 144)
 
 
 @pytest.mark.skipif(not DSB.is_dir(), reason=f"real data not here: {DSB} is missing")

@@ -12,10 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+import fcnseg
 from fcnseg.checkpoint import load_checkpoint
 from fcnseg.cli import main
 from fcnseg.config import load_config
 from fcnseg.data.instances import generate_instances, read_id_map
+from fcnseg.data.instances.rle import encode_counts
+from fcnseg.inference.instances import ExportedInstanceModel
 from fcnseg.training.trainer import Trainer
 
 TINY = [
@@ -116,15 +119,41 @@ def test_predict_writes_id_maps_that_agree_with_their_json(demo_run: Path, tmp_p
         assert (out / f"{image.stem}_overlay.png").is_file()
 
 
-def test_instance_checkpoints_refuse_onnx(demo_run: Path, tmp_path: Path, capsys):
-    images = str(demo_run / "data" / "val" / "images")
-    argv = ["predict", str(demo_run / "best.pt"), images, "--out", str(tmp_path / "o")]
-    assert main([*argv, "--backend", "onnx"]) == 2
-    assert "drop --backend onnx" in capsys.readouterr().err
-    assert main(["export", str(demo_run / "best.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
-    error = capsys.readouterr().err
-    assert "does not export instance models yet" in error and "fcnseg predict" in error
-    assert not (tmp_path / "m.onnx").exists()
+def test_an_exported_instance_model_predicts_what_pytorch_predicts(
+    demo_run: Path, tmp_path: Path, capsys
+):
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install 'fcnseg[export]'")
+    checkpoint, exported = str(demo_run / "best.pt"), tmp_path / "shapes.onnx"
+    images = demo_run / "data" / "val" / "images"
+    argv = ["predict", checkpoint, str(images)]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--backend", "onnx"]) == 2
+    assert "fcnseg export" in capsys.readouterr().err  # no export beside it yet
+    int8 = ["--int8", "--calibrate", str(images)]
+    assert main(["export", checkpoint, "--out", str(tmp_path / "q.onnx"), *int8]) == 2
+    assert "semantic models only" in capsys.readouterr().err
+    assert main(["export", checkpoint, "--out", str(exported)]) == 0
+    assert "sign agreement" in capsys.readouterr().out  # the raw maps were checked
+
+    from_torch, from_onnx = fcnseg.load(checkpoint, device="cpu"), fcnseg.load(exported)
+    assert isinstance(from_onnx.model, ExportedInstanceModel)
+    assert from_onnx.model.runner.output_names == ["scores", "objectness", "semantic"]
+    assert from_onnx.class_names == from_torch.class_names
+    for path in sorted(images.iterdir()):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        expected, actual = from_torch.predict_image(image), from_onnx.predict_image(image)
+        assert len(actual) == len(expected) > 0
+        assert torch.equal(actual.classes, expected.classes)
+        assert torch.allclose(actual.scores, expected.scores, atol=1e-4)
+        differing = (actual.masks != expected.masks).sum() / max(int(expected.masks.sum()), 1)
+        assert differing < 1e-3  # float rounding may move a pixel on the 0.5 contour
+
+    for flags, out in ((["--onnx", str(exported)], "by-onnx"), ([], "by-torch")):
+        assert main([*argv, "--out", str(tmp_path / out), *flags]) == 0
+    assert "backend: onnxruntime" in capsys.readouterr().out
+    for path in sorted(images.iterdir()):
+        by_onnx = read_id_map(tmp_path / "by-onnx" / f"{path.stem}.png")
+        by_torch = read_id_map(tmp_path / "by-torch" / f"{path.stem}.png")
+        assert (by_onnx != by_torch).mean() < 1e-3
 
 
 def test_resume_after_an_interruption_matches_the_uninterrupted_run(
@@ -175,11 +204,25 @@ def test_a_model_of_the_other_task_is_refused_before_anything_is_read(
     assert not out.exists()  # refused before the run folder, and before the (absent) data
 
 
-def test_inspect_gives_the_instance_statistics(demo_run: Path, capsys: pytest.CaptureFixture):
-    assert main(["inspect", str(demo_run / "data"), "--set", "task=instance"]) == 0
+def test_inspect_gives_the_instance_statistics(
+    demo_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    out = tmp_path / "inspect"
+    argv = ["inspect", str(demo_run / "data"), "--set", "task=instance", "--out", str(out)]
+    assert main(argv) == 0
     report = capsys.readouterr().out
     assert "train: 8 images" in report and "val: 4 images" in report
-    assert "touching pairs" in report
+    assert "touching pairs" in report and str(out / "instance_sizes.png") in report
+    summary = json.loads((out / "inspect.json").read_text())
+    train = summary["splits"][0]
+    assert summary["task"] == "instance" and train["split"] == "train" and train["images"] == 8
+    ids = [read_id_map(path) for path in sorted((demo_run / "data/train/masks").iterdir())]
+    areas = [int((map_ == i).sum()) for map_ in ids for i in np.unique(map_) if i]
+    assert train["instances"] == len(areas) and train["area_pixels"]["max"] == max(areas)
+    assert sum(train["sizes"].values()) == len(areas)
+    assert (out / "instance_sizes.png").stat().st_size > 0
+    assert main(argv) == 2  # the folder is there now: refused without --overwrite
+    assert main([*argv, "--overwrite"]) == 0
 
 
 def test_the_packaged_recipe_trains_on_shapes_made_on_the_fly(tmp_path: Path):
@@ -191,3 +234,55 @@ def test_the_packaged_recipe_trains_on_shapes_made_on_the_fly(tmp_path: Path):
     assert load_config(out / "config.yaml").data.kind == "synthetic"
     assert load_checkpoint(out / "best.pt")["task"] == "instance"
     check_metrics(json.loads((out / "metrics.json").read_text()))
+
+
+def write_shapes_as_coco(root: Path, split: str, seed: int, count: int) -> None:
+    """Generated scenes as a COCO dataset: <split>/images/*.png and annotations/<split>.json
+    with one uncompressed RLE per instance (categories 1..3: circle, rectangle, triangle)."""
+    (root / split / "images").mkdir(parents=True)
+    (root / "annotations").mkdir(exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        sample = generate_instances(seed, index, (48, 64))
+        name = f"scene{index}.png"
+        Image.fromarray(sample.image).save(root / split / "images" / name)
+        images.append({"id": index + 1, "file_name": name, "height": 48, "width": 64})
+        for instance in range(1, len(sample.classes)):
+            mask = sample.ids == instance
+            rle = {"counts": encode_counts(mask), "size": [48, 64]}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": int(sample.classes[instance]),
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": int(mask.sum()),
+                }
+            )
+    categories = [
+        {"id": i + 1, "name": n} for i, n in enumerate(["circle", "rectangle", "triangle"])
+    ]
+    document = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "annotations" / f"{split}.json").write_text(json.dumps(document))
+
+
+def test_a_model_trained_on_coco_files_is_evaluated_on_them(tmp_path: Path):
+    root, run = tmp_path / "coco", tmp_path / "run"
+    write_shapes_as_coco(root, "train", 5, 6)
+    write_shapes_as_coco(root, "val", 6, 3)
+    tiny = ["data.kind=coco", f"data.root={root}", "data.batch_size=3", "train.epochs=1"]
+    tiny += ["train.threads=1", "model.options.width=16", "model.options.window_sizes=[16, 24]"]
+    argv = ["train", "demo_instance", "--out", str(run), "--no-progress"]
+    assert main(argv + [argument for item in tiny for argument in ("--set", item)]) == 0
+    best = load_checkpoint(run / "best.pt")
+    assert best["config"]["data"]["kind"] == "coco"
+    assert best["class_names"] == ["background", "circle", "rectangle", "triangle"]
+    trained = json.loads((run / "metrics.json").read_text())
+    out = tmp_path / "evaluation"
+    argv = ["evaluate", str(run / "best.pt"), "--data", str(root), "--split", "val"]
+    assert main([*argv, "--out", str(out)]) == 0
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["num_images"] == 3
+    for key in FIGURES:
+        assert evaluated[key] == pytest.approx(trained[key]), key

@@ -64,9 +64,10 @@ class DataConfig:
     synthetic_train: int = 400
     synthetic_val: int = 100
     synthetic_size: tuple[int, int] = (180, 240)
-    augment: Literal["none", "light", "strong"] = "light"  # presets in data/transforms.py
+    augment: Literal["none", "light", "dihedral", "strong"] = "light"  # data/transforms.py
     crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
     train_resize: tuple[int, int] | None = None  # (H, W) training images are resized to first
+    train_scale: float = 1.0  # or scaled by this first (2.0: small objects at twice the pixels)
     # Validation, evaluate and predict scale images by this before the network and bring the
     # logits back to the image's size: 0.5 for a model trained on half-resolution images.
     inference_scale: float = 1.0
@@ -119,6 +120,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
+    val_images: int | None = None  # validate each epoch on the first N (final report: all)
 
 
 @dataclass
@@ -187,6 +189,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.crop_size": _positive_pair(),
     "data.train_resize": _positive_pair(),
     "data.inference_scale": ((lambda value: value > 0), "a number > 0 (0.5: half resolution)"),
+    "data.train_scale": ((lambda value: value > 0), "a number > 0 (2.0: twice the resolution)"),
     "data.scale_range": ((lambda pair: 0 < pair[0] <= pair[1]), "[low, high] with 0 < low <= high"),
     "data.std": ((lambda values: all(value > 0 for value in values)), "numbers > 0"),
     "data.image_bit_depth": ((lambda bits: 1 <= bits <= 32), "bits from 1 to 32"),
@@ -199,6 +202,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.grad_clip": ((lambda value: value > 0), "a norm > 0"),
     "train.early_stopping_patience": _at_least(1),
     "train.threads": _at_least(1),
+    "train.val_images": _at_least(1),
 }
 
 

@@ -15,7 +15,8 @@ from fcnseg.commands import seed_everything
 from fcnseg.config import Config, load_config
 from fcnseg.data import make_loader
 from fcnseg.data.instances import make_instance_dataset
-from fcnseg.metrics.instances import InstanceScores
+from fcnseg.inference.instances import evaluation_max_detections
+from fcnseg.metrics.instances import InstanceEvaluator, InstanceScores
 from fcnseg.training.tasks import InstanceTask, instance_loss
 from fcnseg.training.trainer import Trainer, in_fp32
 
@@ -77,6 +78,20 @@ def test_an_epoch_trains_validates_by_ap_and_saves_an_instance_checkpoint(tmp_pa
     assert best["task"] == "instance" and best["config"]["task"] == "instance"
     assert best["best_ap"] == entry["val_ap"] and best["best_miou"] == -math.inf
     assert best["class_names"] == NAMES and len(best["palette"]) == 4
+
+
+def test_val_images_limits_each_epochs_check_to_the_first_images(tmp_path: Path):
+    """With train.val_images 1, validation scores exactly what the first val image alone gives."""
+    trainer = make_trainer(tiny_config("data.synthetic_val=3", "train.val_images=1"), tmp_path)
+    limited = trainer.validate()
+    assert limited.num_images == 1
+    trainer.config.train.val_images = None
+    assert trainer.validate().num_images == 3
+    first = trainer.val_loader.dataset[0]
+    predictor = InstanceTask().predictor(trainer)
+    evaluator = InstanceEvaluator(evaluation_max_detections(trainer.model))
+    alone = predictor.evaluate([(first[0][None], first[1][None])], evaluator).compute()
+    assert alone.per_image_dsb == limited.per_image_dsb and alone.ar == limited.ar
 
 
 def instance_scores(ap: float) -> InstanceScores:

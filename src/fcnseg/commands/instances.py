@@ -6,28 +6,42 @@ train(config, ...)       instance data -> instance model -> the Trainer with the
 evaluate(predictor, ...) an instance checkpoint over a split -> metrics.json, report.md,
                          report.html (fcnseg.report.instance_report)
 predict(predictor, ...)  images -> 16-bit ID maps, JSON, overlays (inference/instance_files.py)
-inspect_text(data)       the instance doctor's statistics of each split, as lines
+inspect(data, ...)       the instance doctor's statistics of each split: lines, inspect.json
+                         and instance_sizes.png
 
 Like commands/semantic.py, only the command layer (cli.py) reaches this module.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
 from fcnseg.commands.runs import run_summary
 from fcnseg.config import Config, DataConfig, scored_classes
 from fcnseg.data import image_channels, make_loader
-from fcnseg.data.instances import InstanceDataset, inspect_instances, make_instance_dataset
+from fcnseg.data.instances import (
+    InstanceDataset,
+    InstanceStatistics,
+    inspect_instances,
+    make_instance_dataset,
+)
 from fcnseg.errors import FcnsegError
+from fcnseg.inference.backends import OnnxModel, default_onnx_path
 from fcnseg.inference.files import predict_files
 from fcnseg.inference.instance_files import predict_instance_file
-from fcnseg.inference.instances import InstancePredictor, instance_predictor_for
+from fcnseg.inference.instances import (
+    ExportedInstanceModel,
+    InstancePredictor,
+    instance_predictor_for,
+)
+from fcnseg.report.figures_instances import plot_instance_sizes
 from fcnseg.report.instance_evaluation import evaluate_instances
 from fcnseg.report.instance_report import write_instance_report
 from fcnseg.report.run_report import training_history
@@ -155,27 +169,49 @@ def predict(
     show_progress: bool,
 ) -> list[str]:
     """<name>.png (16-bit IDs), <name>.json and <name>_overlay.png of each image; the failures.
-    `onnx`: the --backend and --onnx flags, which an instance model cannot take."""
+    `onnx`: the --backend and --onnx flags. An instance checkpoint runs in PyTorch unless they
+    ask for its export (its raw maps in ONNX Runtime, the post-processing as in PyTorch)."""
     backend, onnx_path = onnx
-    if backend == "onnx" or onnx_path:
-        raise FcnsegError(
-            "an instance model runs in PyTorch only (fcnseg export does not export instance "
-            "models yet); drop --backend onnx and --onnx."
-        )
+    if isinstance(predictor.model, nn.Module) and (backend == "onnx" or onnx_path):
+        source = predictor.source or Path(reads[0])
+        onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(source)
+        if not onnx_file.is_file():
+            raise FcnsegError(
+                f"--backend onnx needs an exported model, and {onnx_file} does not exist; run "
+                f"fcnseg export {source} first, or pass --onnx FILE."
+            )
+        runner = OnnxModel(onnx_file)
+        runner.check_matches(predictor.model.state_dict())
+        spec = ModelSpec.from_dict(predictor.checkpoint["model"], source)
+        predictor.model = ExportedInstanceModel(runner, spec)
     if show_progress:
-        print("backend: PyTorch (instance models run in PyTorch)")
+        exported = isinstance(predictor.model, ExportedInstanceModel)
+        print(f"backend: {'onnxruntime' if exported else 'PyTorch'} (post-processing in PyTorch)")
     with run_folder(out_dir, overwrite, reads, "predict"):
         return predict_files(
             predictor, images, out_dir, show_progress, names, write=predict_instance_file
         )
 
 
-def inspect_text(data: DataConfig) -> tuple[str, bool]:
-    """The instance doctor's statistics of the train and val splits, and whether training could
-    start (no split with a problem)."""
+def inspect(data: DataConfig, out_dir: Path, overwrite: bool) -> tuple[str, bool]:
+    """The instance doctor on the train and val splits: the report text, and whether training
+    could start (no split with a problem). Writes inspect.json (every count, and the items
+    behind it) and instance_sizes.png to `out_dir` (a new folder, or with `overwrite` an fcnseg
+    one)."""
+    splits = [inspect_instances(data, split) for split in (data.train_split, data.val_split)]
+    with run_folder(out_dir, overwrite, [data.root] if data.root else [], "inspect"):
+        plot_instance_sizes(splits, out_dir / "instance_sizes.png")
+        summary = {"task": "instance", "splits": [split.to_dict() for split in splits]}
+        (out_dir / "inspect.json").write_text(json.dumps(summary, indent=1))
+    text, ready = inspect_text(splits)
+    return f"{text}\nchart    {out_dir / 'instance_sizes.png'}", ready
+
+
+def inspect_text(splits: list[InstanceStatistics]) -> tuple[str, bool]:
+    """The statistics of each split as lines, and whether none has a problem."""
     lines, ready = [], True
-    for split in (data.train_split, data.val_split):
-        statistics = inspect_instances(data, split)
+    for statistics in splits:
+        split = statistics.split
         spread = statistics.per_image
         per_image = "none" if spread is None else f"{spread[0]} / {spread[1]:.1f} / {spread[2]}"
         sizes = ", ".join(f"{key} {value}" for key, value in statistics.size_counts.items())

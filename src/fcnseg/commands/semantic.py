@@ -228,11 +228,13 @@ def inspect(
 ) -> tuple[str, bool]:
     """The label doctor on a dataset folder (or a config's data.root): report text, and whether
     training could start. Writes class_pixels.png and inspect.json to `out` (a new folder, or
-    with `overwrite` an fcnseg one). With task: instance, the instance statistics only."""
+    with `overwrite` an fcnseg one). With task: instance, the instance doctor's statistics,
+    inspect.json and instance_sizes.png."""
     config = load_config(resolve_config(config_path) if config_path else None, overrides)
     data = config.data if data_dir is None else replace(config.data, kind="folder", root=data_dir)
-    if config.task == "instance":  # the instance doctor's statistics, as text; no files
-        return instance_commands.inspect_text(data)
+    if config.task == "instance":  # the instance doctor's statistics, chart and JSON
+        name = Path(data.root).resolve().name if data.root else "shapes"
+        return instance_commands.inspect(data, Path(out or f"runs/inspect-{name}"), overwrite)
     if data.kind != "folder" or data.root is None:
         raise FcnsegError("fcnseg inspect needs a DATA_DIR, or a --config whose data.root is set.")
     # Without a config, the class count comes from the class table or the masks themselves.

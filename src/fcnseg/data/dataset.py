@@ -90,6 +90,7 @@ def dataset_transform(config: DataConfig, train: bool) -> JointTransform:
         ignore_index=config.ignore_index,
         scale_range=config.scale_range,
         resize=config.train_resize if train else None,
+        scale=config.train_scale if train else 1.0,
     )
 
 

@@ -14,8 +14,12 @@ dataset): if int8 loses more than --max-drop mIoU points it is not written, unle
 The target must be a new file, or with --overwrite an earlier fcnseg export (never a file of
 the user's, never a folder), in a folder that exists. It is written under a hidden name and
 renamed into place only once checked (fcnseg.storage.atomic): a refused or interrupted export leaves
-the file that was there before. An instance model (task: instance) is refused, naming what runs
-it instead (fcnseg predict, fcnseg.load): its post-processing is not part of the network.
+the file that was there before.
+
+An instance model (task: instance) exports its network, whose outputs are its raw maps (for
+InstanceFCN: score maps and objectness), checked against PyTorch map by map; its post-processing
+(windows, mask NMS) stays Python, run by fcnseg.load on the file (ExportedInstanceModel). int8 is
+for semantic models only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,11 +37,19 @@ from fcnseg.data import make_dataset
 from fcnseg.data.folder import IMAGE_SUFFIXES, read_image
 from fcnseg.errors import FcnsegError
 from fcnseg.export.int8 import DEFAULT_MAX_DROP, QuantizationResult, judge, quantize_static_int8
-from fcnseg.export.onnx import check_parity, export_onnx
+from fcnseg.export.onnx import (
+    Parity,
+    RawMaps,
+    check_map_parity,
+    check_parity,
+    export_onnx,
+    map_names,
+)
 from fcnseg.inference.backends import OnnxModel, default_onnx_path, fingerprint, onnx_runtime
 from fcnseg.inference.instances import InstancePredictor
 from fcnseg.inference.loading import load
 from fcnseg.inference.predictor import Predictor
+from fcnseg.models import task_of
 from fcnseg.storage.atomic import atomic_path
 
 CALIBRATION_LIMIT = 64  # images; activation ranges settle long before this
@@ -56,8 +69,12 @@ def export_checkpoint(
 ) -> Path:
     """Export (and with `int8`, quantize) a checkpoint; returns the file written."""
     predictor = load(checkpoint_path, device="cpu")  # the checkpoint is read once, here
-    refuse_instance_model(predictor, checkpoint_path)
     onnx_runtime()  # fail before any work if the export extra is missing
+    if int8 and isinstance(predictor, InstancePredictor):
+        raise FcnsegError(
+            f"{checkpoint_path} holds an instance model; --int8 is judged by mIoU and applies to "
+            "semantic models only. Export it in float32: drop --int8 and --calibrate."
+        )
     if int8 and not calibrate:
         raise FcnsegError("--int8 needs --calibrate DIR, a folder of images like the inputs.")
     suffix = ".int8.onnx" if int8 else ".onnx"
@@ -80,18 +97,6 @@ def export_checkpoint(
             _keep_or_refuse(result, max_drop, force, print_line)
     print_line(f"wrote {target}")
     return target
-
-
-def refuse_instance_model(predictor: Predictor | InstancePredictor, checkpoint_path: str) -> None:
-    """An instance model is refused: its post-processing (windows, mask NMS) is Python, not
-    part of the network, and no ONNX graph of it is written yet."""
-    if isinstance(predictor, InstancePredictor):
-        raise FcnsegError(
-            f"{checkpoint_path} holds an instance model "
-            f"({predictor.checkpoint['model'].get('name')}), and fcnseg export does not export "
-            "instance models yet. Run it with fcnseg predict CHECKPOINT IMAGES --out DIR, or in "
-            "Python with fcnseg.load(CHECKPOINT)."
-        )
 
 
 def _quantized(
@@ -178,12 +183,13 @@ def _keep_or_refuse(
         )
 
 
-def _export_checked(predictor: Predictor, path: Path, print_line: Callable[[str], None]) -> Path:
-    """Export the float model with its metadata, then compare it with PyTorch or delete it."""
+def export_metadata(predictor: Predictor | InstancePredictor) -> dict[str, Any]:
+    """What makes the file self-describing: the model, its classes and how images are read."""
     model, data, spec = predictor.model, predictor.data, predictor.checkpoint["model"]
-    metadata = {
+    return {
         "fingerprint": fingerprint(model.state_dict()),
         "model": spec,
+        "task": task_of(spec["name"]),
         "in_channels": spec["in_channels"],
         "num_classes": spec["num_classes"],
         "class_names": predictor.class_names,
@@ -193,12 +199,26 @@ def _export_checked(predictor: Predictor, path: Path, print_line: Callable[[str]
         "image_mode": data.image_mode,
         "image_alpha": data.image_alpha,
         "inference_scale": data.inference_scale,  # images resized by this first
-        "bytes_per_pixel": predictor.bytes_per_pixel(),
         "precision": "fp32",
     }
-    export_onnx(model, path, spec["in_channels"], metadata)
+
+
+def _export_checked(
+    predictor: Predictor | InstancePredictor, path: Path, print_line: Callable[[str], None]
+) -> Path:
+    """Export the float model with its metadata, then compare it with PyTorch or delete it."""
+    model, metadata = predictor.model, export_metadata(predictor)
+    channels = metadata["in_channels"]
+    if isinstance(predictor, InstancePredictor):  # the network's raw maps, no post-processing
+        names = map_names(model, channels)
+        export_onnx(RawMaps(model, names), path, channels, metadata, output_names=names)
+        check: Callable[..., Parity] = check_map_parity
+    else:
+        metadata["bytes_per_pixel"] = predictor.bytes_per_pixel()
+        export_onnx(model, path, channels, metadata)
+        check = check_parity
     try:
-        parity = check_parity(model, OnnxModel(path), spec["in_channels"])
+        parity = check(model, OnnxModel(path), channels)
     except Exception as error:  # onnxruntime's own error types: the graph cannot run
         path.unlink()
         raise FcnsegError(

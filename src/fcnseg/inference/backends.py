@@ -193,7 +193,8 @@ def onnx_runtime() -> Any:
 
 
 class OnnxModel:
-    """An exported model in ONNX Runtime: (N, C, H, W) float tensor -> (N, K, H, W) logits."""
+    """An exported model in ONNX Runtime: (N, C, H, W) float tensor -> (N, K, H, W) logits, or
+    for an instance model its raw maps by name (`maps`)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         runtime = onnx_runtime()
@@ -218,12 +219,22 @@ class OnnxModel:
             if key.startswith("fcnseg.")
         }
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
         self.in_channels = self.metadata.get("in_channels")
         self.bytes_per_pixel = self.metadata.get("bytes_per_pixel")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """The first output: a semantic model's (N, K, H, W) logits."""
+        return self.maps(images)[self.output_names[0]]
+
+    def maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output by name: an instance model's raw maps (its forward's dict)."""
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        outputs = self.session.run(None, {self.input_name: array})
+        return {
+            name: torch.from_numpy(value)
+            for name, value in zip(self.output_names, outputs, strict=True)
+        }
 
     def check_matches(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Refuse a file exported from other weights than these (or not by fcnseg at all)."""

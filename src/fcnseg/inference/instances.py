@@ -6,6 +6,10 @@
          objectness, mask NMS), in eval mode                                 Instances at (h, w)
       -> masks brought back to (H, W) (bilinear, > 0.5)                     Instances at (H, W)
 
+An exported instance model (`fcnseg export`) runs the same way: ONNX Runtime gives the raw maps,
+and the model's own post-processing, built from its spec without weights, turns them into
+Instances (ExportedInstanceModel).
+
 The semantic Predictor's tiles and test-time augmentation do not apply: an instance is one
 object across the whole image, and averaging views of a set of masks is no longer an average of
 logits. Those options are refused in their flags' own words.
@@ -22,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fcnseg.checkpoint import ModelSpec
 from fcnseg.config import DataConfig
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
+from fcnseg.inference.backends import OnnxModel
 from fcnseg.inference.options import InferenceOptions
 from fcnseg.inference.predictor import eval_mode
 from fcnseg.metrics.instances import InstanceEvaluator
@@ -37,13 +43,35 @@ EVALUATION_MAX_DETECTIONS = 100
 Transform = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 
 
+class ExportedInstanceModel:
+    """An instance model exported by `fcnseg export`: ONNX Runtime computes the raw maps (the
+    network), and the model's own `postprocess` turns them into Instances. That post-processing
+    comes from the model rebuilt from its spec on the meta device: its settings (windows,
+    thresholds) without memory for weights, so it is the very code the checkpoint runs."""
+
+    def __init__(self, runner: OnnxModel, spec: ModelSpec) -> None:
+        self.runner = runner
+        # Pretrained backbone weights are already in the exported network: not read again.
+        options = {k: None if k == "backbone_weights" else v for k, v in spec.options.items()}
+        with torch.device("meta"):  # no weights are allocated, let alone initialised
+            self.postprocessor = ModelSpec(
+                spec.name, spec.num_classes, spec.in_channels, options
+            ).build()
+        self.max_detections = getattr(self.postprocessor, "max_detections", 0)
+
+    def predict(self, images: torch.Tensor) -> list[Instances]:
+        """The instances in each of (N, C, H, W) images, at (H, W), as the model's predict."""
+        maps = self.runner.maps(images)
+        return self.postprocessor.postprocess(maps, (images.shape[-2], images.shape[-1]))
+
+
 class InstancePredictor:
     """Runs an instance model (INSTANCE_MODELS: `predict(images) -> list[Instances]`) on raw or
     normalised images, at their own size (see the module docstring)."""
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | ExportedInstanceModel,
         device: torch.device | str,
         transform: Transform,
         scale: float,
@@ -52,7 +80,7 @@ class InstancePredictor:
         data: DataConfig,
     ) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device) if isinstance(model, nn.Module) else model
         self.transform = transform
         self.scale = scale  # data.inference_scale: the model saw images scaled by this
         self.class_names = class_names  # class 0 is background, never an instance's
@@ -77,6 +105,8 @@ class InstancePredictor:
         if self.scale != 1.0:
             size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
             scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        if not isinstance(self.model, nn.Module):  # an exported model, run by ONNX Runtime
+            return [resized(found, (height, width)) for found in self.model.predict(scaled)]
         with torch.inference_mode(), eval_mode(self.model):
             found = self.model.predict(scaled.to(self.device))
         return [resized(instances, (height, width)) for instances in found]
@@ -135,7 +165,7 @@ def check_options(options: InferenceOptions | None) -> None:
 
 
 def instance_predictor_for(
-    model: nn.Module,
+    model: nn.Module | ExportedInstanceModel,
     data: DataConfig,
     device: torch.device | str = "cpu",
     class_names: list[str] | None = None,

@@ -10,8 +10,8 @@ alpha, bit depth) and normalised (data.mean, data.std), the scale it sees them a
 run's data config turns into a Predictor: the trainer's validation, `fcnseg train`'s final
 report and `load` all go through it, so the three can never disagree.
 
-A checkpoint of an instance model (task: instance) loads as an InstancePredictor instead, made
-by `instance_predictor_for` (fcnseg.inference.instances), the same way:
+A checkpoint of an instance model (task: instance), or its export, loads as an
+InstancePredictor instead, made by `instance_predictor_for` (fcnseg.inference.instances):
 
     found = fcnseg.load("runs/demo-instance/best.pt").predict_image(image)  # Instances at (H, W)
 """
@@ -31,7 +31,11 @@ from fcnseg.config import Config, DataConfig, from_dict, scored_classes
 from fcnseg.data.transforms import build_transform
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.backends import OnnxModel
-from fcnseg.inference.instances import InstancePredictor, instance_predictor_for
+from fcnseg.inference.instances import (
+    ExportedInstanceModel,
+    InstancePredictor,
+    instance_predictor_for,
+)
 from fcnseg.inference.predictor import InferenceOptions, Predictor
 from fcnseg.models import task_of
 from fcnseg.palette import full_palette
@@ -105,8 +109,9 @@ def load(
     return predictor
 
 
-def _load_onnx(path: Path, options: InferenceOptions | None) -> Predictor:
-    """A Predictor over an exported file, configured from the metadata export wrote into it."""
+def _load_onnx(path: Path, options: InferenceOptions | None) -> Predictor | InstancePredictor:
+    """A Predictor over an exported file, configured from the metadata export wrote into it (an
+    InstancePredictor over an exported instance model)."""
     runner = OnnxModel(path)
     meta = runner.metadata
     if "model" not in meta:
@@ -124,7 +129,12 @@ def _load_onnx(path: Path, options: InferenceOptions | None) -> Predictor:
     palette = meta.get("palette")
     colours = None if palette is None else np.asarray(palette, dtype=np.uint8)
     names = _class_names(meta.get("class_names"), scored_classes(spec.num_classes), path)
-    predictor = predictor_for(runner, data, "cpu", options, names, colours)
+    predictor: Predictor | InstancePredictor
+    if task_of(spec.name) == "instance":
+        exported = ExportedInstanceModel(runner, spec)
+        predictor = instance_predictor_for(exported, data, "cpu", names, colours, options)
+    else:
+        predictor = predictor_for(runner, data, "cpu", options, names, colours)
     predictor.source = path
     return predictor
 

@@ -7,17 +7,20 @@ judged_panels               truth and prediction of one image, each instance in 
 instance_gallery_figure     a row per image: image | truth | prediction, with those marks
 precision_recall_figure     precision against recall at IoU 0.5 and 0.75 (mean over classes)
 instance_curves_figure      training loss, and val AP, AP50 and DSB against epoch
+plot_instance_sizes         `fcnseg inspect`: how many instances of each size, per split
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from fcnseg.data.instances.doctor import LARGE_AREA, SMALL_AREA, InstanceStatistics
 from fcnseg.inference.instance_pictures import (
     FALSE_COLOUR,
     MISSED_COLOUR,
@@ -110,3 +113,24 @@ def instance_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def plot_instance_sizes(splits: Sequence[InstanceStatistics], path: Path) -> None:
+    """One panel per split: a histogram of instance sizes (the square root of the area, the
+    side of a square of that area) on a log axis, with COCO's small / medium / large limits."""
+    figure, axes = _subplots(1, len(splits), figsize=(4.5 * len(splits), 3.2), squeeze=False)
+    for axis, statistics in zip(axes[0], splits, strict=True):
+        sides = np.sqrt(np.asarray(statistics.areas, dtype=np.float64))
+        if len(sides):
+            edges = np.geomspace(1.0, max(float(sides.max()), 2.0) * 1.05, 30)
+            axis.hist(sides, bins=edges, color="#4c72b0", edgecolor="black", linewidth=0.4)
+            axis.set_xscale("log")
+        for limit in (SMALL_AREA, LARGE_AREA):
+            axis.axvline(math.sqrt(limit), color="grey", linestyle="--", linewidth=0.8)
+        axis.set(
+            title=f"{statistics.split} ({len(sides)} instances, {statistics.images} images)",
+            xlabel="instance size: sqrt(area) in pixels",
+            ylabel="instances",
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

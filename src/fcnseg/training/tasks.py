@@ -6,7 +6,9 @@
                    history: val_ap, val_ap50, val_dsb_score; best.pt by val AP (mask AP @
                    0.50:0.95, as COCO)
 
-Instance validation runs on every rank over the whole split, unsharded: COCO's AP pools every
+With train.val_images, each epoch's validation scores the first N val images only (best.pt is
+chosen on them; the final report scores the whole split). Instance validation runs on every
+rank over the whole split (or its first N), unsharded: COCO's AP pools every
 detection of every image before it ranks them, so unlike a confusion matrix it cannot be summed
 from per-rank parts. fcnseg's commands give an instance Trainer an unsharded val loader.
 
@@ -16,6 +18,7 @@ model its own loss through `instance_loss`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,8 +60,12 @@ class SemanticTask:
 
     def validate(self, trainer: Trainer) -> Scores:
         matrix = ConfusionMatrix(len(trainer.class_names), trainer.config.data.ignore_index)
+        batches = trainer.val_loader
+        limit = trainer.config.train.val_images
+        if limit is not None:  # whole batches of this rank's share, at least `limit` images
+            batches = itertools.islice(batches, math.ceil(limit / trainer.config.data.batch_size))
         with trainer.autocast():
-            trainer.predictor().evaluate(trainer.val_loader, matrix)
+            trainer.predictor().evaluate(batches, matrix)
         distributed.sum_across_ranks(matrix.matrix)
         return matrix.compute()
 
@@ -93,9 +100,9 @@ class InstanceTask:
         nuclei: 256x256 to 1388x1040), which the val loader's batches could not stack."""
         evaluator = InstanceEvaluator(evaluation_max_detections(trainer.model))
         dataset = trainer.val_loader.dataset
+        count = min(len(dataset), trainer.config.train.val_images or len(dataset))
         images = (
-            (image[None], target[None])
-            for image, target in map(dataset.__getitem__, range(len(dataset)))
+            (image[None], target[None]) for image, target in map(dataset.__getitem__, range(count))
         )
         return self.predictor(trainer).evaluate(images, evaluator).compute()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,32 @@ class InstanceStatistics:
         areas = np.asarray(self.areas, dtype=np.int64)
         small, large = int((areas < SMALL_AREA).sum()), int((areas >= LARGE_AREA).sum())
         return {"small": small, "medium": len(areas) - small - large, "large": large}
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `fcnseg inspect` writes into inspect.json: counts, and the items behind each."""
+        areas = np.asarray(self.areas, dtype=np.int64)
+        spread = self.per_image
+        quantiles = np.percentile(areas, [0, 5, 50, 95, 100]).tolist() if len(areas) else None
+        return {
+            "split": self.split,
+            "images": self.images,
+            "instances": int(sum(self.instances)),
+            "instances_per_image": None
+            if spread is None
+            else dict(zip(("min", "median", "max"), spread, strict=True)),
+            "area_pixels": None
+            if quantiles is None
+            else dict(zip(("min", "p5", "median", "p95", "max"), quantiles, strict=True)),
+            "sizes": self.size_counts,
+            "class_counts": {str(key): value for key, value in sorted(self.class_counts.items())},
+            "touching_pairs": [list(pair) for pair in self.touching],
+            "overlaps": [list(overlap) for overlap in self.overlaps],
+            "skipped_ids": [[name, ids] for name, ids in self.skipped_ids],
+            "empty_images": self.empty_images,
+            "one_pixel": [list(item) for item in self.one_pixel],
+            "without_map": self.without_map,
+            "problems": [{"item": item, "message": message} for item, message in self.problems],
+        }
 
 
 def inspect_instances(config: DataConfig, split: str) -> InstanceStatistics:
