@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fcnseg
+import fcnseg.inference.instances as instances_module
 from fcnseg.checkpoint import ModelSpec, model_checkpoint, save_checkpoint
 from fcnseg.config import Config
 from fcnseg.inference import InferenceOptions, InstancePredictor
@@ -134,3 +136,12 @@ def test_instance_colours_avoid_the_mark_colours():
     yellow = (colours[:, 0] > 200) & (colours[:, 1] > 180) & (colours[:, 2] < 80)
     assert not red.any() and not yellow.any()
     assert len({tuple(colour) for colour in colours[:20].tolist()}) == 20
+
+
+def test_masks_are_resized_a_few_at_a_time_as_all_at_once(monkeypatch: pytest.MonkeyPatch):
+    masks = torch.rand(5, 20, 30) > 0.6
+    found = Instances(masks, torch.ones(5, dtype=torch.int64), torch.linspace(0.9, 0.5, 5))
+    together = F.interpolate(masks[:, None].float(), (41, 59), mode="bilinear")[:, 0] > 0.5
+    monkeypatch.setattr(instances_module, "RESIZE_CHUNK_PIXELS", 1200)  # two masks a chunk
+    result = instances_module.resized(found, (41, 59))
+    assert torch.equal(result.masks, together) and torch.equal(result.scores, found.scores)
