@@ -98,9 +98,11 @@ def ours(run_dir: Path, types: dict[str, str]) -> dict:
     images = history[-1]["step"] * config["data"]["batch_size"]
     seconds = history[-1]["elapsed_seconds"]
     options = config["model"].get("options") or {}
+    data = config["data"]
     return {
         "recipe": f"fcnseg: {config['model']['name']}/{options.get('backbone', 'resnet18')}, "
-        f"width {options.get('width', 512)}, windows {options.get('window_sizes')}",
+        f"width {options.get('width', 512)}, windows {options.get('window_sizes')}, images "
+        f"x{data.get('train_scale', 1.0):g}, {data.get('augment')}",
         "seconds": seconds,
         "epochs": images / TRAIN_IMAGES,
         "images_per_second": images / seconds,

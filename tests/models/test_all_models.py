@@ -1,7 +1,7 @@
 """The semantic model contract, checked for every registered semantic model (a new model is
 covered the day it lands): logits at the input's size for odd sizes, any in_channels /
 num_classes, finite values, gradients to every parameter, and eval-mode outputs that do not depend
-on the rest of the batch. Instance models have their own contract: test_instancefcn.py.
+on the rest of the batch. Instance models have their own contract: instances/test_instancefcn.py.
 """
 
 from __future__ import annotations

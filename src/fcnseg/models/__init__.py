@@ -3,7 +3,7 @@
 Every entry is called as `builder(num_classes=..., in_channels=..., **options)`.
 - MODELS (semantic, `base.py`): a module mapping (N, in_channels, H, W) to logits
   (N, num_classes, H, W) for any H and W.
-- INSTANCE_MODELS (instance, `instances.py`): forward gives a dict of raw maps;
+- INSTANCE_MODELS (instance, `instances/`): forward gives a dict of raw maps;
   `model.loss(outputs, target (N, 2, H, W)) -> (total, {term: value})` trains it and
   `model.predict(images) -> list[Instances]` (eval mode) finds the instances at the input's size.
 """
@@ -21,7 +21,8 @@ from fcnseg.models.base import SegmentationModel
 from fcnseg.models.convolutionalize import convolutionalize
 from fcnseg.models.deeplab import deeplabv3, deeplabv3plus
 from fcnseg.models.fcn import fcn8s, fcn16s, fcn32s
-from fcnseg.models.instancefcn import instancefcn
+from fcnseg.models.instances.fcis import fcis
+from fcnseg.models.instances.instancefcn import instancefcn
 from fcnseg.models.linknet import LinkNet
 from fcnseg.models.segnet import SegNet
 from fcnseg.models.unet import UNet
@@ -41,6 +42,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 INSTANCE_MODELS: dict[str, Callable[..., nn.Module]] = {
     "instancefcn": instancefcn,
+    "fcis": fcis,
 }
 
 Task = Literal["semantic", "instance"]

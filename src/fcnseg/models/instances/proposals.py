@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fcnseg.models.windows import assemble, centres_inside, window_tops
+from fcnseg.models.instances.windows import assemble, centres_inside, window_tops
 
 CANDIDATES_PER_DETECTION = 10  # candidates kept before NMS, per allowed detection
 CHUNK = 256  # windows upsampled at once: bounds the float memory of large windows

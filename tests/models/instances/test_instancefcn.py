@@ -13,10 +13,10 @@ import torch
 
 import fcnseg
 from fcnseg.models import INSTANCE_MODELS, build_model, list_models, task_of
-from fcnseg.models.instancefcn import InstanceFCN
 from fcnseg.models.instances import Instances
-from fcnseg.models.proposals import WindowMasks, mask_nms, paste, window_masks
-from fcnseg.models.windows import (
+from fcnseg.models.instances.instancefcn import InstanceFCN
+from fcnseg.models.instances.proposals import WindowMasks, mask_nms, paste, window_masks
+from fcnseg.models.instances.windows import (
     NEGATIVE,
     OUTSIDE,
     assemble,

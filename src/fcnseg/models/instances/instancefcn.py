@@ -43,9 +43,9 @@ from torch import nn
 from fcnseg.errors import FcnsegError
 from fcnseg.models.backbones import BACKBONES, RESNET_DEPTHS, VGG16, build_backbone
 from fcnseg.models.base import pad_to_multiple
-from fcnseg.models.instances import Instances
-from fcnseg.models.proposals import detect
-from fcnseg.models.windows import (
+from fcnseg.models.instances.contract import Instances
+from fcnseg.models.instances.proposals import detect
+from fcnseg.models.instances.windows import (
     SampledWindows,
     assemble,
     crop_windows,
