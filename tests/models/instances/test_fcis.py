@@ -23,6 +23,8 @@ from fcnseg.models.instances.fcis import (
     true_instances,
 )
 
+from .conftest import squares_target
+
 TINY = {"backbone": "resnet18", "width": 8, "rpn_width": 8, "grid_size": 2, "mask_size": 4}
 
 
@@ -150,15 +152,6 @@ def test_postprocessing_runs_on_a_model_built_on_the_meta_device() -> None:
 
 
 # ---------------------------------------------------------------- training targets and losses
-
-
-def squares_target(height: int = 45, width: int = 61, batch: int = 2) -> torch.Tensor:
-    """(N, 2, H, W): two touching squares (IDs 1 and 2, classes 1 and 2) and a void strip."""
-    target = torch.zeros(batch, 2, height, width, dtype=torch.int64)
-    target[:, 0, 8:24, 8:24], target[:, 1, 8:24, 8:24] = 1, 1
-    target[:, 0, 8:24, 24:40], target[:, 1, 8:24, 24:40] = 2, 2
-    target[:, 1, -2:] = 255
-    return target
 
 
 def test_true_instances_are_tight_boxes_with_majority_classes() -> None:

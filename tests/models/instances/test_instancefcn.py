@@ -26,21 +26,14 @@ from fcnseg.models.instances.windows import (
     sample_windows,
 )
 
+from .conftest import squares_target
+
 # ---------------------------------------------------------------- the contract, every model
 
 
 @pytest.fixture(scope="module", params=sorted(INSTANCE_MODELS))
 def name(request: pytest.FixtureRequest) -> str:
     return request.param
-
-
-def squares_target(height: int, width: int, batch: int = 2) -> torch.Tensor:
-    """(N, 2, H, W): two touching squares (IDs 1 and 2, classes 1 and 2) and a void strip."""
-    target = torch.zeros(batch, 2, height, width, dtype=torch.int64)
-    target[:, 0, 8:24, 8:24], target[:, 1, 8:24, 8:24] = 1, 1
-    target[:, 0, 8:24, 24:40], target[:, 1, 8:24, 24:40] = 2, 2
-    target[:, 1, -2:] = 255
-    return target
 
 
 def test_registry_knows_the_task_of_each_model() -> None:
