@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import fcnseg
 from fcnseg.models import build_model
 from fcnseg.models.instances import Instances
-from fcnseg.models.instances.fcis import (
-    FCIS,
+from fcnseg.models.instances.fcis import FCIS
+from fcnseg.models.instances.fcis_targets import (
     Rois,
     RoiScores,
     hardest,

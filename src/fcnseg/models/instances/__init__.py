@@ -6,6 +6,7 @@
       windows.py     its sliding windows: positives, sampling, the assembling module
       proposals.py   its inference: dense windows, mask NMS, pasting
     fcis.py          FCIS (Li et al., CVPR 2017): position-sensitive inside/outside maps per ROI
+      fcis_targets.py  its training targets and losses: ROI labels, mask targets, OHEM
       rpn.py         its region proposal network: anchors, box coding, NMS, losses
       psroi.py       its ROI stages: position-sensitive pooling, detection, mask voting
 
