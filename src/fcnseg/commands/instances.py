@@ -33,7 +33,7 @@ from fcnseg.data.instances import (
     make_instance_dataset,
 )
 from fcnseg.errors import FcnsegError
-from fcnseg.inference.backends import OnnxModel, default_onnx_path
+from fcnseg.inference.backends import matching_export
 from fcnseg.inference.files import predict_files
 from fcnseg.inference.instance_files import predict_instance_file
 from fcnseg.inference.instances import (
@@ -174,14 +174,7 @@ def predict(
     backend, onnx_path = onnx
     if isinstance(predictor.model, nn.Module) and (backend == "onnx" or onnx_path):
         source = predictor.source or Path(reads[0])
-        onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(source)
-        if not onnx_file.is_file():
-            raise FcnsegError(
-                f"--backend onnx needs an exported model, and {onnx_file} does not exist; run "
-                f"fcnseg export {source} first, or pass --onnx FILE."
-            )
-        runner = OnnxModel(onnx_file)
-        runner.check_matches(predictor.model.state_dict())
+        runner = matching_export(source, onnx_path, predictor.model.state_dict())
         spec = ModelSpec.from_dict(predictor.checkpoint["model"], source)
         predictor.model = ExportedInstanceModel(runner, spec)
     if show_progress:

@@ -142,14 +142,7 @@ def select_backend(
     onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(checkpoint_path)
     on_cpu = device is None or device.type == "cpu"
     if backend == "onnx":
-        if not onnx_file.is_file():
-            raise FcnsegError(
-                f"--backend onnx needs an exported model, and {onnx_file} does not exist; run "
-                f"fcnseg export {checkpoint_path} first, or pass --onnx FILE."
-            )
-        runner = OnnxModel(onnx_file)
-        runner.check_matches(weights)
-        return runner, f"onnxruntime ({onnx_file})"
+        return matching_export(checkpoint_path, onnx_path, weights), f"onnxruntime ({onnx_file})"
     note = ""
     if backend == "auto" and on_cpu and onnx_file.is_file() and _has_onnxruntime():
         try:
@@ -164,6 +157,22 @@ def select_backend(
     fast, folded = prepare_for_cpu(model, channels)
     folding = f"{folded} batch norms folded" if folded else "no batch norm to fold"
     return fast, f"torch ({folding}, channels-last){note}"
+
+
+def matching_export(
+    checkpoint_path: str | Path, onnx_path: str | Path | None, weights: dict[str, torch.Tensor]
+) -> OnnxModel:
+    """The export --backend onnx asks for (--onnx FILE, else the one beside the checkpoint),
+    refused unless it exists and was exported from these weights."""
+    onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(checkpoint_path)
+    if not onnx_file.is_file():
+        raise FcnsegError(
+            f"--backend onnx needs an exported model, and {onnx_file} does not exist; run "
+            f"fcnseg export {checkpoint_path} first, or pass --onnx FILE."
+        )
+    runner = OnnxModel(onnx_file)
+    runner.check_matches(weights)
+    return runner
 
 
 def _has_onnxruntime() -> bool:
