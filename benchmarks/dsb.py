@@ -1,4 +1,4 @@
-"""The "dsb-cpu-20min" benchmark (issue 11): fcnseg's InstanceFCN nuclei recipe beside the peers.
+"""The "dsb-cpu-20min" benchmark (issues 11, 12): fcnseg's nuclei recipes beside the peers.
 
 Protocol: train on the 464 DSB 2018 training images (../shared/data/dsb2018_nuclei) for 20
 minutes on this machine's 2 CPU cores, counted from the first step; then score the FINAL weights
@@ -10,6 +10,7 @@ The peers are the usual user recipes, ../shared/peers/dsb_peer.py (U-Net + water
 R-CNN). Run them on the same machine, before or after this one and never at the same time:
 
     .venv/bin/python benchmarks/dsb.py train                      # ~20 min + validations
+    .venv/bin/python benchmarks/dsb.py train --config dsb_fcis --run runs/dsb-cpu-20min-fcis
     /tmp/peer-venv/bin/python ../shared/peers/dsb_peer.py --recipe unet-watershed \\
         --out /tmp/dsb-peer-unet                                  # see ../shared/peers/README.md
     .venv/bin/python benchmarks/dsb_watershed.py                  # fcnseg's watershed baseline
@@ -17,7 +18,7 @@ R-CNN). Run them on the same machine, before or after this one and never at the 
         [--peer /tmp/dsb-peer-maskrcnn/results.json] [--watershed runs/dsb-watershed] \\
         [--also RUN ...]
 
-`train` runs the public commands, `fcnseg train dsb_instancefcn` and `fcnseg evaluate
+`train` runs the public commands, `fcnseg train dsb_instancefcn` (or --config) and `fcnseg evaluate
 RUN/last.pt`, so the result is what a user gets from them (`--minutes` shortens the budget for a
 smoke run); `table` prints the comparison as markdown. fcnseg's metrics.json has no image types,
 so they are computed here from the val images with the data README's rule (`image_type`), which
@@ -100,12 +101,13 @@ def ours(run_dir: Path, types: dict[str, str]) -> dict:
     options = config["model"].get("options") or {}
     data = config["data"]
     return {
-        "recipe": f"fcnseg: {config['model']['name']}/{options.get('backbone', 'resnet18')}, "
-        f"width {options.get('width', 512)}, windows {options.get('window_sizes')}, images "
-        f"x{data.get('train_scale', 1.0):g}, {data.get('augment')}",
+        "recipe": f"fcnseg: {config['model']['name']}/{options.get('backbone')}, "
+        f"width {options.get('width')}, images x{data.get('train_scale', 1.0):g}, "
+        f"{data.get('augment')} (`{config['name']}`)",
         "seconds": seconds,
         "epochs": images / TRAIN_IMAGES,
         "images_per_second": images / seconds,
+        "inference_images_per_second": metrics.get("inference_images_per_second"),
         **{key: metrics[key] for key in ("ap", "ap50", "ap75", "dsb_score")},
         "max_detections": metrics["max_detections"],
         "dsb_by_type": dsb_by_type(metrics["per_image_dsb"], types),
@@ -128,6 +130,7 @@ def watershed(run_dir: Path, types: dict[str, str]) -> dict:
         "seconds": seconds,
         "epochs": images / TRAIN_IMAGES,
         "images_per_second": images / seconds,
+        "inference_images_per_second": results.get("inference_images_per_second"),
         **{key: results[key] for key in ("ap", "ap50", "ap75", "dsb_score")},
         "max_detections": results["max_detections"],
         "dsb_by_type": dsb_by_type(results["per_image_dsb"], types),
@@ -145,6 +148,7 @@ def peer(results_path: Path) -> dict:
         "seconds": train_stats["train_seconds"],
         "epochs": train_stats["epochs_float"],
         "images_per_second": train_stats["train_images_per_s"],
+        "inference_images_per_second": val.get("eval_images_per_s_predict"),
         "ap": coco["AP"],
         "ap50": coco["AP50"],
         "ap75": coco["AP75"],
@@ -158,19 +162,25 @@ def peer(results_path: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one row per recipe, figures in %."""
-    header = "| recipe | training | epochs | train img/s | AP | AP50 | AP75 | DSB | "
-    header += " | ".join(f"DSB {name}" for name in TYPES) + " |"
-    lines = [header, "|---|" + "---:|" * (7 + len(TYPES))]
+    header = "| recipe | training | epochs | train img/s | inference img/s | AP | AP50 | AP75 "
+    header += "| DSB | " + " | ".join(f"DSB {name}" for name in TYPES) + " |"
+    lines = [header, "|---|" + "---:|" * (8 + len(TYPES))]
     for row in rows:
         figures = [row[key] for key in ("ap", "ap50", "ap75", "dsb_score")]
         figures += [row["dsb_by_type"][name] for name in TYPES]
         lines.append(
             f"| {row['recipe']} | {row['seconds'] / 60:.1f} min | {row['epochs']:.1f} "
-            f"| {row['images_per_second']:.2f} | " + " | ".join(map(_percent, figures)) + " |"
+            f"| {row['images_per_second']:.2f} | {_rate(row['inference_images_per_second'])} | "
+            + " | ".join(map(_percent, figures))
+            + " |"
         )
     limits = sorted({row["max_detections"] for row in rows})
     lines += ["", f"COCO mask AP at up to {'/'.join(map(str, limits))} detections per image."]
     return "\n".join(lines)
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _percent(value: float | None) -> str:

@@ -19,6 +19,7 @@ are judged by neither.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,9 @@ class InstanceEvaluation:
     image_names: list[str]
     best: list[InstanceGalleryItem]
     worst: list[InstanceGalleryItem]
+    # Seconds spent in the predictor over the split: network, post-processing and pasting at
+    # each image's size; not the loading, the scoring or the gallery.
+    inference_seconds: float = math.nan
 
 
 def overlap_counts(masks: np.ndarray, truth_index: np.ndarray, truths: int) -> np.ndarray:
@@ -118,9 +122,13 @@ def evaluate_instances(
     """Every score of the predictor over every item of `dataset` (see the module docstring)."""
     ignore_index = dataset.ignore_index
     evaluator = InstanceEvaluator(evaluation_max_detections(predictor.model))
+    inference_seconds = 0.0
     for index in range(len(dataset)):
         image, target = dataset[index]  # (C, H, W) normalised, (2, H, W)
-        add_to_evaluator(evaluator, predictor.instances(image[None])[0], target, ignore_index)
+        started = time.perf_counter()
+        found = predictor.instances(image[None])[0]
+        inference_seconds += time.perf_counter() - started
+        add_to_evaluator(evaluator, found, target, ignore_index)
     scores = evaluator.compute()
     per_image = list(scores.per_image_dsb)
     scored = [i for i, value in enumerate(per_image) if not math.isnan(value)]
@@ -137,4 +145,5 @@ def evaluate_instances(
         match = match_instances(found.masks.numpy(), found.scores.numpy(), target[0], void)
         return InstanceGalleryItem(names[index], per_image[index], image, target[0], found, match)
 
-    return InstanceEvaluation(scores, names, [item(i) for i in best], [item(i) for i in worst])
+    galleries = [item(i) for i in best], [item(i) for i in worst]
+    return InstanceEvaluation(scores, names, *galleries, inference_seconds=inference_seconds)

@@ -6,7 +6,8 @@ write_instance_report(run_dir, evaluation, ...) -> metrics.json, pr_curves.png, 
 
 metrics.json: ap, ap50, ap75, ap_small, ap_medium, ap_large, ar, dsb_score (fractions in [0, 1],
 null where nothing could be scored), per_class_ap by class name, per_image_dsb by image name,
-the precision-recall points at IoU 0.5 and 0.75, max_detections and num_images.
+the precision-recall points at IoU 0.5 and 0.75, max_detections and num_images, and
+inference_seconds / inference_images_per_second (time in the predictor only).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def instance_metrics(evaluation: InstanceEvaluation, class_names: list[str]) -> 
     metrics["per_image_dsb"] = dict(
         zip(evaluation.image_names, metrics["per_image_dsb"], strict=True)
     )
+    seconds = evaluation.inference_seconds
+    images = len(evaluation.image_names)
+    metrics["inference_seconds"] = None if math.isnan(seconds) else seconds
+    metrics["inference_images_per_second"] = images / seconds if seconds > 0 else None
     return metrics
 
 
