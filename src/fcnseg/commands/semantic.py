@@ -1,7 +1,8 @@
 """What each command does, as plain functions of typed arguments (cli.py only parses argv).
 
 train(config)      data -> model -> Trainer.fit -> best checkpoint -> metrics + report
-demo(out, task)    generate shapes on disk, then train the packaged demo (or demo_instance)
+demo(out, task)    generate shapes on disk, then train the packaged demo (demo_instance, or
+                   a model's own demo recipe such as demo_fcis)
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json, report.md, report.html
 inspect(data)      the label doctor's account of a dataset (fcnseg.data.doctor.inspect)
 predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.inference.files)
@@ -52,6 +53,9 @@ from fcnseg.training import distributed
 from fcnseg.training.trainer import Trainer
 
 DEMO_RECIPES: dict[str, str] = {"semantic": "demo", "instance": "demo_instance"}  # --task
+# A model whose defaults are far from CPU-demo sized gets its own demo recipe; any other model
+# named with --set model.name=... trains on the task's recipe with its own default options.
+MODEL_DEMO_RECIPES: dict[tuple[str, str], str] = {("instance", "fcis"): "demo_fcis"}
 
 
 def seed_everything(seed: int) -> None:
@@ -173,7 +177,7 @@ def demo(
 ) -> Path:
     """Generate shapes into <out>/data (instance shapes for task "instance"), train the demo
     recipe of the task (demo, demo_instance) on those files, write the report."""
-    recipe = lookup(DEMO_RECIPES, task, "demo task")
+    recipe, overrides = demo_recipe(task, overrides)
     root = Path(out) / "data"
     overrides = ["data.kind=folder", f"data.root={root}", *overrides]
     with started_run(recipe, overrides, str(out), overwrite, reads_data=False) as (config, run):
@@ -183,6 +187,25 @@ def demo(
         write = write_instance_shapes_folder if instance else write_shapes_folder
         write(run / "data", counts, data.synthetic_size, config.train.seed)
         return train(config, run, show_progress=show_progress)
+
+
+def demo_recipe(task: str, overrides: list[str]) -> tuple[str, list[str]]:
+    """The packaged recipe `fcnseg demo --task TASK` trains, and the overrides to apply to it.
+
+    With --set model.name=NAME, the recipe's model options are its own model's, so they are
+    dropped (the named model's defaults apply, before any --set model.options...), unless NAME
+    has a demo recipe of its own (MODEL_DEMO_RECIPES) sized for a few CPU minutes."""
+    recipe = lookup(DEMO_RECIPES, task, "demo task")
+    split = [override.partition("=") for override in overrides]
+    keys = [key.strip() for key, _, _ in split]
+    names = [value.strip() for key, _, value in split if key.strip() == "model.name"]
+    if not names:
+        return recipe, overrides
+    if (task, names[-1]) in MODEL_DEMO_RECIPES:
+        return MODEL_DEMO_RECIPES[(task, names[-1])], overrides
+    if any(key.startswith("model.options") for key in keys):
+        return recipe, overrides
+    return recipe, ["model.options={}", *overrides]
 
 
 def evaluate(
