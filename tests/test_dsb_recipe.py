@@ -1,6 +1,7 @@
-"""The packaged DSB 2018 nuclei recipe (dsb_instancefcn) and benchmarks/dsb.py's image types.
+"""The packaged DSB 2018 nuclei recipes (dsb_instancefcn, dsb_fcis) and benchmarks/dsb.py's
+image types.
 
-The recipe's training step reads the real nuclei in ../shared/data/dsb2018_nuclei and is skipped,
+The recipes' training step reads the real nuclei in ../shared/data/dsb2018_nuclei and is skipped,
 with the reason, where that folder is absent (it is not part of fcnseg).
 """
 
@@ -34,13 +35,17 @@ def load_benchmark() -> ModuleType:
     return module
 
 
-def recipe(overrides: list[str] | None = None) -> Config:
-    return load_config(resolve_config("dsb_instancefcn"), overrides)
+RECIPES = ("dsb_instancefcn", "dsb_fcis")
 
 
-def test_the_recipe_loads_and_its_model_builds():
-    config = recipe()
-    assert config.task == "instance" and config.model.name == "instancefcn"
+def recipe(name: str, overrides: list[str] | None = None) -> Config:
+    return load_config(resolve_config(name), overrides)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_the_recipe_loads_and_its_model_builds(name: str):
+    config = recipe(name)
+    assert config.task == "instance" and config.model.name == name.removeprefix("dsb_")
     assert config.data.kind == "folder" and config.data.num_classes == 2
     assert config.train.max_minutes == 20 and config.train.threads == 2
     assert config.data.train_scale == config.data.inference_scale == 2.0  # nuclei doubled
@@ -48,12 +53,20 @@ def test_the_recipe_loads_and_its_model_builds():
     spec = ModelSpec(config.model.name, config.data.num_classes, 3, dict(config.model.options))
     model = spec.build()
     assert model.max_detections == 1000  # the protocol ranks up to 1000 detections per image
-    assert model.window_sizes == (16, 24, 40, 64, 96, 144)
+
+
+def test_the_models_are_sized_for_doubled_nuclei():
+    instancefcn = ModelSpec("instancefcn", 2, 3, recipe("dsb_instancefcn").model.options).build()
+    assert instancefcn.window_sizes == (16, 24, 40, 64, 96, 144)
+    fcis = ModelSpec("fcis", 2, 3, recipe("dsb_fcis").model.options).build()
+    assert fcis.anchors.stride == 8 and fcis.anchors.sizes == (16, 32, 64, 128)
+    assert fcis.test_rois == 1000  # an image holds up to 375 nuclei
 
 
 @pytest.mark.skipif(not DSB.is_dir(), reason=f"real data not here: {DSB} is missing")
-def test_one_training_step_on_two_real_crops():
-    config = recipe([f"data.root={DSB}"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_one_training_step_on_two_real_crops(name: str):
+    config = recipe(name, [f"data.root={DSB}"])
     dataset = make_instance_dataset(config.data, "train", train=True, seed=0)
     items = [dataset[index] for index in range(2)]
     images = torch.stack([image for image, _ in items])  # (2, 3, 256, 256)
@@ -67,7 +80,7 @@ def test_one_training_step_on_two_real_crops():
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    assert torch.isfinite(loss) and set(parts) >= {"objectness", "mask"}
+    assert torch.isfinite(loss) and len(parts) >= 2
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
