@@ -66,6 +66,24 @@ def test_evaluate_reproduces_the_runs_metrics(demo_run: Path, tmp_path: Path):
     assert evaluated["miou"] == pytest.approx(trained["miou"])
 
 
+def test_evaluate_and_predict_with_a_dense_crf(demo_run: Path, tmp_path: Path, capsys):
+    checkpoint, data = str(demo_run / "best.pt"), str(demo_run / "data")
+    out = tmp_path / "evaluation-crf"
+    crf = ["--crf-set", "iterations=2", "--crf-set", "window=5"]  # --crf-set implies --crf
+    assert main(["evaluate", checkpoint, "--data", data, "--out", str(out), *crf]) == 0
+    assert "dense CRF**: CRFParameters(iterations=2" in (out / "report.md").read_text()
+    images = demo_run / "data" / "val" / "images"
+    predicted = tmp_path / "predictions-crf"
+    argv = ["predict", checkpoint, str(images), "--out", str(predicted), "--crf", "--no-progress"]
+    assert main([*argv, "--backend", "torch", "--mode", "tiled", "--tile-size", "32"]) == 0
+    assert len(list(predicted.glob("*_overlay.png"))) == len(list(images.iterdir()))
+    _fails_cleanly(
+        ["evaluate", checkpoint, "--data", data, "--crf-set", "window=4"],
+        capsys,
+        "CRF setting 'window' (config key inference.crf.window",
+    )
+
+
 def test_predict_writes_palette_masks_and_overlays(demo_run: Path, tmp_path: Path):
     images = demo_run / "data" / "val" / "images"
     out = tmp_path / "predictions"
@@ -152,4 +170,7 @@ def test_existing_folders_are_never_overwritten_by_accident(tmp_path: Path, caps
 
 def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
-    assert "unet" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "unet" in listing
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert "crf=None" in lines["unet"] and "crf=" not in lines["fcis"]  # semantic models only

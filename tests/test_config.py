@@ -97,3 +97,37 @@ def test_the_configs_choices_are_the_registries_keys():
     assert set(get_args(data["augment"])) == set(AUGMENTATIONS)
     assert set(get_args(train["schedule"])) == set(SCHEDULES)
     assert set(get_args(train["precision"])) == set(AUTOCAST_TYPES)
+
+
+# --- inference.crf: the dense CRF's settings (fcnseg.models.crf) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("inference.crf.window=4", "'window' (config key inference.crf.window"),
+        ("inference.crf.iterations=0", "config key inference.crf.iterations"),
+        ("inference.crf.appearance_colour_sigma=0", "is 0.0; accepted: a number > 0"),
+        ("inference.crf.smoothness_weight=.inf", "config key inference.crf.smoothness_weight"),
+        ("inference.crf.dilation=true", "'inference.crf.dilation' expects int"),
+        (
+            "inference.crf.windw=5",
+            "unknown config key 'inference.crf.windw'. Did you mean 'window'",
+        ),
+        ("inference.crf=5", "'inference.crf.' must be a mapping"),
+    ],
+)
+def test_bad_crf_settings_are_refused_at_load_time(override: str, message: str):
+    with pytest.raises(FcnsegError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def test_crf_settings_load_and_read_back(tmp_path: Path):
+    from fcnseg.config import CRFParameters
+
+    assert load_config(None).inference.crf is None  # no CRF unless asked for
+    config = load_config(None, ["inference.crf={appearance_weight: 5}", "inference.crf.window=7"])
+    assert config.inference.crf == CRFParameters(appearance_weight=5.0, window=7)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config

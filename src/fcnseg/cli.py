@@ -4,6 +4,7 @@
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg train --resume RUN_DIR [--set train.epochs=N]
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
+                    [--crf] [--crf-set key=value ...]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR] [--overwrite]
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
     fcnseg export CHECKPOINT [--out FILE] [--overwrite] [--int8 --calibrate DIR [--force]]
@@ -163,6 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.out,
         args.overwrite,
         options=_inference_options(args),
+        crf=_crf_overrides(args),
     )
     print(f"report: {report}")
     return 0
@@ -181,6 +183,20 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         "--scales", type=float, nargs="+", default=[1.0], help="TTA: e.g. 0.75 1 1.25"
     )
     group.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    group.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine the scores with a dense CRF: the checkpoint config's inference.crf "
+        "settings, else the defaults (fcnseg.models.crf)",
+    )
+    group.add_argument(
+        "--crf-set",
+        dest="crf_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CRF setting, e.g. --crf-set appearance_weight=5 (repeatable; implies --crf)",
+    )
 
 
 def _inference_options(args: argparse.Namespace) -> Any:
@@ -198,6 +214,11 @@ def _inference_options(args: argparse.Namespace) -> Any:
     )
 
 
+def _crf_overrides(args: argparse.Namespace) -> list[str] | None:
+    """None without --crf (and --crf-set); else the --crf-set overrides, maybe none."""
+    return list(args.crf_overrides) if args.crf or args.crf_overrides else None
+
+
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg import commands
 
@@ -212,6 +233,7 @@ def _predict(args: argparse.Namespace) -> int:
         onnx_path=args.onnx,
         options=_inference_options(args),
         show_progress=not args.no_progress,
+        crf=_crf_overrides(args),
     )
     print(f"masks and overlays: {args.out}")
     for failure in failures:  # at the end, where they are seen

@@ -6,6 +6,7 @@ A config file mirrors these classes section by section:
     data: {kind: synthetic, num_classes: 4}
     model: {name: unet, options: {base_width: 16}}
     train: {epochs: 12, lr: 0.003}
+    inference: {crf: {iterations: 5}}   # used by fcnseg evaluate/predict --crf
 
 Every key is checked against the dataclass fields, so a typo such as `trian.lr` stops the run
 with the nearest valid name instead of being silently ignored.
@@ -123,6 +124,56 @@ class TrainConfig:
     val_images: int | None = None  # validate each epoch on the first N (final report: all)
 
 
+def _odd_window(value: Any) -> bool:
+    return isinstance(value, int) and value >= 1 and value % 2 == 1
+
+
+# The dense CRF's settings and what each accepts (checked whenever CRFParameters is made).
+CRF_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "iterations": ((lambda value: isinstance(value, int) and value >= 1), "a whole number >= 1"),
+    "appearance_weight": ((lambda value: value >= 0), "a number >= 0 (0: no appearance kernel)"),
+    "appearance_position_sigma": ((lambda value: value > 0), "a number of pixels > 0"),
+    "appearance_colour_sigma": ((lambda value: value > 0), "a number > 0 (colours are 0..255)"),
+    "smoothness_weight": ((lambda value: value >= 0), "a number >= 0 (0: no smoothness kernel)"),
+    "smoothness_sigma": ((lambda value: value > 0), "a number of pixels > 0"),
+    "window": (_odd_window, "an odd whole number >= 1 (11: 5 samples each side of a pixel)"),
+    "dilation": ((lambda value: isinstance(value, int) and value >= 1), "a whole number >= 1"),
+}
+
+
+@dataclass(frozen=True)
+class CRFParameters:
+    """The mean-field dense CRF's settings (fcnseg.models.crf): config `inference.crf`, the
+    `--crf-set` flags and the models' `crf` option. Defaults: Krähenbühl and Koltun's kernels,
+    sampled as ConvCRF does (an 11-sample window, 4 pixels apart). Checked when made."""
+
+    iterations: int = 5  # mean-field updates
+    appearance_weight: float = 10.0  # w1: the position + colour ("bilateral") kernel
+    appearance_position_sigma: float = 80.0  # theta_alpha, pixels
+    appearance_colour_sigma: float = 13.0  # theta_beta, colour units of a 0..255 image
+    smoothness_weight: float = 3.0  # w2: the position-only kernel
+    smoothness_sigma: float = 3.0  # theta_gamma, pixels
+    window: int = 11  # appearance samples per side, odd: the kernel is cut beyond them
+    dilation: int = 4  # pixels between appearance samples: 11 x 4 reaches 20 pixels each side
+
+    def __post_init__(self) -> None:
+        for name, (accepts, accepted) in CRF_RULES.items():
+            value = getattr(self, name)
+            finite = isinstance(value, int | float) and math.isfinite(value)
+            if isinstance(value, bool) or not finite or not accepts(value):
+                raise FcnsegError(
+                    f"CRF setting '{name}' (config key inference.crf.{name}, flag --crf-set "
+                    f"{name}=...) is {value!r}; accepted: {accepted}."
+                )
+
+
+@dataclass
+class InferenceConfig:
+    # The dense CRF that `fcnseg evaluate/predict --crf` runs after the network (training and
+    # its validation never do): null, or its settings ({} for the defaults).
+    crf: CRFParameters | None = None
+
+
 @dataclass
 class Config:
     name: str = "run"
@@ -133,6 +184,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))

@@ -33,10 +33,11 @@ from fcnseg.data.folder import image_channels
 from fcnseg.data.instances import write_instance_shapes_folder
 from fcnseg.errors import FcnsegError
 from fcnseg.export.pipeline import export_checkpoint
-from fcnseg.inference import InferenceOptions, InstancePredictor, load, predictor_for
+from fcnseg.inference import InferenceOptions, InstancePredictor, Predictor, load, predictor_for
 from fcnseg.inference.backends import select_backend
 from fcnseg.inference.files import input_images, output_names, predict_files
 from fcnseg.inference.loading import resolve_device
+from fcnseg.inference.options import crf_parameters
 from fcnseg.inference.predictor import sample_predictions
 from fcnseg.losses import (
     build_loss,
@@ -215,10 +216,13 @@ def evaluate(
     out: str | None,
     overwrite: bool,
     options: InferenceOptions | None = None,
+    crf: list[str] | None = None,
 ) -> Path:
     """Every score of a checkpoint on a split, through the Predictor with `options` (tiles,
-    test-time augmentation), into metrics.json, report.md and report.html."""
+    test-time augmentation) and the dense CRF when `crf` is a list of --crf-set overrides
+    (see _use_crf), into metrics.json, report.md and report.html."""
     predictor = load(checkpoint_path, options=options)
+    _use_crf(predictor, crf)
     if isinstance(predictor, InstancePredictor):  # mask AP and DSB instead of mIoU
         return instance_commands.evaluate(
             predictor, checkpoint_path, data_dir, split, out, overwrite
@@ -237,7 +241,11 @@ def evaluate(
             sample_predictions(predictor, dataset),
             training_history(checkpoint_path, checkpoint),
             title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
-            summary={"images": len(dataset), "checkpoint": f"epoch {checkpoint.get('epoch')}"},
+            summary={
+                "images": len(dataset),
+                "checkpoint": f"epoch {checkpoint.get('epoch')}",
+                **({"dense CRF": predictor.options.crf} if predictor.options.crf else {}),
+            },
             palette=dataset.palette,
         )
 
@@ -284,15 +292,18 @@ def predict(
     onnx_path: str | None = None,
     options: InferenceOptions | None = None,
     show_progress: bool = True,
+    crf: list[str] | None = None,
 ) -> list[str]:
     """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image (an
     instance model: instance_commands.predict), through
     the fastest backend at hand (fcnseg.inference.backends) and the Predictor's `options`
     (tiles, TTA), into a new folder (or with `overwrite` an fcnseg one).
 
-    Returns the failures ("file: reason"); unreadable images are skipped, not fatal.
+    Returns the failures ("file: reason"); unreadable images are skipped, not fatal. `crf`:
+    as in evaluate.
     """
     predictor = load(checkpoint_path, options=options)
+    _use_crf(predictor, crf)
     images = input_images(Path(inputs))
     names = output_names(images)  # unique, or a clear refusal before any work
     out_dir, resolved = Path(out), Path(out).resolve()
@@ -314,6 +325,21 @@ def predict(
         print(f"backend: {description}")
     with run_folder(out_dir, overwrite, reads, "predict"):
         return predict_files(predictor, images, out_dir, show_progress, names)
+
+
+def _use_crf(predictor: Predictor | InstancePredictor, crf: list[str] | None) -> None:
+    """`--crf [--crf-set key=value ...]`: the dense CRF of the checkpoint config's inference.crf
+    (the defaults when it has none), with the overrides, goes into the Predictor's options.
+    `crf` None: no CRF."""
+    if crf is None:
+        return
+    if isinstance(predictor, InstancePredictor):
+        raise FcnsegError(
+            "--crf refines the class scores of a semantic model, but this checkpoint holds an "
+            "instance model; leave out --crf and --crf-set."
+        )
+    saved = (predictor.checkpoint.get("config") or {}).get("inference") or {}
+    predictor.options = replace(predictor.options, crf=crf_parameters(saved.get("crf"), crf))
 
 
 # `fcnseg export`: a checked ONNX model (and an int8 one, judged). The export pipeline is the

@@ -1,14 +1,17 @@
 """How the Predictor runs a network over images: whole or tiled, test-time augmentation, precision.
 
 These are the `fcnseg evaluate` / `fcnseg predict` flags (--mode, --tile-size, --overlap, --blend,
---memory-budget, --flip, --scales, --precision), checked once here, in the flags' own words.
+--memory-budget, --flip, --scales, --precision, --crf), checked once here, in the flags' own words.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
+from fcnseg.config import CRFParameters, apply_override, from_dict
 from fcnseg.errors import FcnsegError
 
 MODES = ("auto", "whole", "tiled")
@@ -30,6 +33,7 @@ class InferenceOptions:
     flip: bool = False  # test-time augmentation: also the horizontally flipped image
     scales: tuple[float, ...] = (1.0,)  # test-time augmentation: image scales to average
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; torch modules only)
+    crf: CRFParameters | None = None  # a dense CRF on the scores (fcnseg.models.crf); None: none
 
     def __post_init__(self) -> None:
         """Refuse options that cannot work, in the words of the command-line flags."""
@@ -70,3 +74,17 @@ class InferenceOptions:
                 f"half resolution), got {scale}."
             )
         return replace(self, scales=tuple(view * scale for view in self.scales))
+
+
+def crf_parameters(saved: Any, overrides: Sequence[str] = ()) -> CRFParameters:
+    """The settings of `--crf`: a checkpoint config's `inference.crf` (a plain mapping; None: the
+    defaults) with each `--crf-set key=value` applied, checked like a config file's."""
+    settings = dict(saved or {})
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise FcnsegError(
+                f"--crf-set expects key=value, such as appearance_weight=5, got '{override}'."
+            )
+        apply_override(settings, override)
+    return from_dict(CRFParameters, settings, "inference.crf.")

@@ -6,6 +6,7 @@
          blended (fcnseg.inference.tiling)                         budget, or forced by `mode`
       -> network (N, K, h, w) logits                    a torch module or an ONNX session
       -> views mapped back and averaged as probabilities
+      -> dense CRF, when asked for (fcnseg.models.crf)    per tile, inside the blending, if tiled
       -> scores (N, K, H, W) -> labels (N, H, W) by argmax (K == 1: logit > 0)
 
 Models take any input size (they pad to their stride and crop back: models/base.py), so the
@@ -31,6 +32,7 @@ from fcnseg.config import DataConfig
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.options import InferenceOptions
 from fcnseg.inference.tiling import ReadRows, blended_bands, make_grid, tiled_logits
+from fcnseg.models.crf import colour_image, dense_crf
 from fcnseg.palette import PALETTE
 
 if TYPE_CHECKING:
@@ -112,7 +114,7 @@ class Predictor:
                 "images the way its training data was (data.image_mode, data.image_alpha)."
             )
         if not self.use_tiles(n, height, width):
-            return self.run_views(images)
+            return self.scores(images)
         options = self.options
         stride = getattr(self.model, "size_divisor", 1)  # a model's deepest stride
         if options.tile_size < stride:
@@ -123,7 +125,7 @@ class Predictor:
         return torch.stack(
             [
                 tiled_logits(
-                    self.run_views,
+                    self.scores,
                     image,
                     options.tile_size,
                     options.overlap,
@@ -149,7 +151,7 @@ class Predictor:
         to bottom, each final when yielded; memory grows with the tile size and image width."""
         options = self.options
         grid = make_grid(height, width, options.tile_size, options.overlap)
-        bands = blended_bands(self.run_views, read_rows, grid, options.blend, options.tile_batch)
+        bands = blended_bands(self.scores, read_rows, grid, options.blend, options.tile_batch)
         for top, logits in bands:
             yield top, labels_from_logits(logits[None])[0]
 
@@ -186,6 +188,31 @@ class Predictor:
                 estimate = activation_bytes_per_pixel(self.model, self.device)
             self._bytes_per_pixel = float(estimate or 4096)  # unknown network: assume a big one
         return self._bytes_per_pixel
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, K, H, W): the network's scores over the augmented views, refined
+        by the dense CRF when the options have one (then log-probabilities).
+
+        Tiled inference calls this per tile, so the CRF runs inside each tile and the tiles'
+        log-probabilities are blended: its memory stays bounded by the tile's, as the network's
+        does, rather than growing with the image after stitching. A pixel's CRF result depends
+        on pixels up to iterations x (window // 2) x dilation away (100 px with the defaults), so
+        tiles overlapping by more than that (--overlap 0.25 of 512 is 128 px) agree with the
+        whole image nearly everywhere.
+        """
+        logits = self.run_views(images)
+        if self.options.crf is None:
+            return logits
+        if self.data is None:
+            raise FcnsegError(
+                "the dense CRF (--crf) compares the images' colours, but this Predictor has no "
+                "data config to de-normalise them with; make it with fcnseg.load or "
+                "predictor_for, or give Predictor(..., data=DataConfig(mean=..., std=...))."
+            )
+        colours = colour_image(images, self.data.mean, self.data.std)  # (N, 3, H, W) 0..255
+        with torch.inference_mode():
+            refined = dense_crf(logits.to(self.device), colours.to(self.device), self.options.crf)
+        return refined.cpu()
 
     def run_views(self, images: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, K, H, W) scores of the network, averaged over augmented views."""

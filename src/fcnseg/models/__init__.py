@@ -71,19 +71,33 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: An
             f"model '{name}' needs num_classes >= 1 and in_channels >= 1, "
             f"got num_classes={num_classes}, in_channels={in_channels}."
         )
+    if "crf" in options and task_of(name) == "instance":
+        raise FcnsegError(
+            f"model '{name}' is an instance model; the 'crf' option (a trainable dense CRF on "
+            "the logits) is for semantic models. Remove it from the model's options."
+        )
     check_options(options, model_options(name), f"model '{name}'")
-    return builder(num_classes=num_classes, in_channels=in_channels, **options)
+    crf = options.pop("crf", None)  # every semantic model's, not the builder's (see crf.py)
+    model = builder(num_classes=num_classes, in_channels=in_channels, **options)
+    if crf is None or crf is False:
+        return model
+    from fcnseg.models.crf import with_crf  # here: only models that ask for it load it
+
+    return with_crf(model, num_classes, in_channels, crf)
 
 
 def model_options(name: str) -> dict[str, Any]:
-    """The keyword options a model takes beyond num_classes and in_channels, with defaults."""
+    """The keyword options a model takes beyond num_classes and in_channels, with defaults;
+    every semantic model also takes `crf` (None: none; true or CRF settings: a trainable dense
+    CRF at its end, fcnseg.models.crf.with_crf)."""
     parameters = inspect.signature(lookup(all_models(), name, "model")).parameters
-    return {
+    options = {
         key: p.default
         for key, p in parameters.items()
         if key not in ("num_classes", "in_channels")
         and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
+    return options if task_of(name) == "instance" else {**options, "crf": None}
 
 
 __all__ = [
