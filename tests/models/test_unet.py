@@ -42,3 +42,61 @@ def test_decoder_widths_set_each_stage() -> None:
         assert model(torch.randn(1, 3, 45, 61)).shape == (1, 2, 45, 61)
     with pytest.raises(FcnsegError, match="needs 4 widths"):
         build_model("unet", 2, backbone="resnet34", decoder_widths=(256, 128))
+
+
+@pytest.mark.parametrize(
+    ("options", "strides"),
+    [({"base_width": 4}, [8, 4, 2, 1]), ({"backbone": "resnet18"}, [16, 8, 4, 2])],
+    ids=["classic", "resnet18"],
+)
+def test_attention_unet_gates_every_skip_and_exposes_its_maps(options, strides) -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", 2, attention=True, **options).eval()
+    assert len(model.decoder.gates) == 4
+    images = torch.randn(2, 3, 45, 61)  # odd: the maps are cropped to the image, not the padding
+    with torch.no_grad():
+        assert model(images).shape == (2, 2, 45, 61)
+    maps = model.attention_maps(images)
+    assert list(maps) == [f"stride {s}" for s in strides]
+    for stride, alpha in zip(strides, maps.values(), strict=True):
+        assert alpha.shape == (2, 1, -(-45 // stride), -(-61 // stride))
+        assert alpha.min() >= 0 and alpha.max() <= 1 and alpha.std() > 0
+        assert not alpha.requires_grad
+    assert all(gate.coefficients is None for gate in model.decoder.gates)  # nothing kept
+
+
+def test_a_plain_unet_has_no_gates_and_no_maps() -> None:
+    model = build_model("unet", 2, base_width=4)
+    assert model.decoder.gates is None
+    assert not any("gates" in key for key in model.state_dict())  # checkpoints unchanged
+    assert model.attention_maps(torch.randn(1, 3, 32, 32)) == {}
+
+
+def test_gates_wide_open_give_the_plain_unet() -> None:
+    """alpha = 1 everywhere: the Attention U-Net computes exactly the U-Net with its weights."""
+    torch.manual_seed(0)
+    gated = build_model("unet", 3, base_width=4, attention=True).eval()
+    plain = build_model("unet", 3, base_width=4).eval()
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if "gates" not in k})
+    images = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():
+        for gate in gated.decoder.gates:
+            gate.psi.weight.zero_()
+            gate.psi.bias.fill_(40.0)  # sigmoid(40) = 1 in float32
+        torch.testing.assert_close(gated(images), plain(images))
+        for gate in gated.decoder.gates:
+            gate.psi.bias.fill_(-40.0)  # alpha = 0: the skips are cut, so the output changes
+        assert not torch.allclose(gated(images), plain(images), atol=1e-3)
+
+
+def test_attention_unet_exports_to_onnx_and_matches_pytorch(tmp_path) -> None:
+    pytest.importorskip("onnx", reason="the export extra: pip install 'fcnseg[export]'")
+    pytest.importorskip("onnxruntime", reason="the export extra: pip install 'fcnseg[export]'")
+    from fcnseg.export.onnx import check_parity, export_onnx
+    from fcnseg.inference.backends import OnnxModel
+
+    torch.manual_seed(0)
+    model = build_model("unet", 3, base_width=4, attention=True).eval()
+    path = export_onnx(model, tmp_path / "attention_unet.onnx", 3, {})
+    parity = check_parity(model, OnnxModel(path, threads=1), 3)  # odd and aligned sizes
+    assert parity.passed, parity.describe()

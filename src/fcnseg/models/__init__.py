@@ -19,6 +19,7 @@ from torch import nn
 from fcnseg.errors import FcnsegError
 from fcnseg.models.base import SegmentationModel
 from fcnseg.models.convolutionalize import convolutionalize
+from fcnseg.models.danet import DANet
 from fcnseg.models.deeplab import deeplabv3, deeplabv3plus
 from fcnseg.models.fcn import fcn8s, fcn16s, fcn32s
 from fcnseg.models.instances.fcis import fcis
@@ -37,6 +38,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3plus": deeplabv3plus,
     "linknet": LinkNet,
     "segnet": SegNet,
+    "danet": DANet,
 }
 
 

@@ -12,10 +12,22 @@ features and ends at the backbone's shallowest stride (2 for these), from where 
 are upsampled bilinearly. Each up-convolution halves the width, as in the paper: on the classic
 encoder each stage is then as wide as its skip; on ResNet-18/34 and VGG-16 the stages are 256,
 128, 64, 32; on ResNet-50/101 (2048 deep) 1024, 512, 256, 128.
+
+`attention=True` makes it an Attention U-Net (Oktay et al. 2018, "Attention U-Net: Learning Where
+to Look for the Pancreas", MIDL): every skip passes an additive attention gate
+(`fcnseg.models.attention.AttentionGate`) before the concatenation, its gating signal the decoder
+features one level coarser, the ones about to be up-convolved:
+
+    x (coarser, N, C, H/s', W/s') --up-conv------------------------> concat -> double conv
+    skip (N, C_s, H/s, W/s) --gate(skip, g = x): skip * alpha --------^
+
+`UNet.attention_maps(images)` returns the coefficients alpha of every gate for a look at where
+the network attends; ordinary forward passes keep none of them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.errors import FcnsegError
+from fcnseg.models.attention import AttentionGate
 from fcnseg.models.backbones import BACKBONES, build_backbone
 from fcnseg.models.base import SegmentationModel
 from fcnseg.models.blocks import DoubleConv
@@ -56,10 +69,16 @@ class UNetDecoder(nn.Module):
     From the deepest feature upwards: a 2x2 up-convolution, concatenation with the skip of that
     stride, and a double convolution. It ends at the shallowest stride. Each stage is half as
     wide as the one below it (the paper's up-convolution "halves the number of feature
-    channels"), or takes the next of `widths`, deepest first.
+    channels"), or takes the next of `widths`, deepest first. With `attention`, each skip is
+    first weighted by an attention gate whose gating signal is the coarser decoder feature.
     """
 
-    def __init__(self, channels: dict[int, int], widths: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        channels: dict[int, int],
+        widths: Sequence[int] | None = None,
+        attention: bool = False,
+    ) -> None:
         super().__init__()
         strides = sorted(channels, reverse=True)  # e.g. [16, 8, 4, 2, 1]
         self.skip_strides = strides[1:]
@@ -73,8 +92,14 @@ class UNetDecoder(nn.Module):
             )
         self.up = nn.ModuleList()
         self.fuse = nn.ModuleList()
+        # No gates without attention: a plain U-Net keeps its modules and state-dict keys.
+        self.gates: nn.ModuleList | None = nn.ModuleList() if attention else None
         width = channels[strides[0]]
         for stride, out_width in zip(self.skip_strides, widths, strict=True):
+            if self.gates is not None:
+                # F_int = half the skip's width, as in the authors' code.
+                inter = max(1, channels[stride] // 2)
+                self.gates.append(AttentionGate(channels[stride], width, inter))
             self.up.append(nn.ConvTranspose2d(width, out_width, kernel_size=2, stride=2))
             self.fuse.append(DoubleConv(out_width + channels[stride], out_width))
             width = out_width
@@ -82,9 +107,12 @@ class UNetDecoder(nn.Module):
 
     def forward(self, features: dict[int, torch.Tensor]) -> torch.Tensor:
         x = features[max(features)]  # the bottom of the U
-        for stride, up, fuse in zip(self.skip_strides, self.up, self.fuse, strict=True):
+        for level, stride in enumerate(self.skip_strides):
             skip = features[stride]  # (N, C_s, H/s, W/s)
-            x = fuse(torch.cat([up(x), skip], dim=1))  # (N, C_s, H/s, W/s)
+            if self.gates is not None:
+                skip = self.gates[level](skip, x)  # skip * alpha, alpha from x at H/2s, W/2s
+            up = self.up[level](x)  # (N, C', H/s, W/s)
+            x = self.fuse[level](torch.cat([up, skip], dim=1))  # (N, C', H/s, W/s)
         return x
 
 
@@ -92,7 +120,8 @@ class UNet(SegmentationModel):
     """U-Net; `backbone` "classic" (the paper's encoder, `base_width` 64) or a VGG / ResNet name.
 
     `decoder_widths` (deepest first) overrides the halving widths; e.g. (256, 128, 64, 64) on
-    "resnet34" makes each stage as wide as its skip.
+    "resnet34" makes each stage as wide as its skip. `attention` gates every skip (Attention
+    U-Net, Oktay et al. 2018).
     """
 
     def __init__(
@@ -103,6 +132,7 @@ class UNet(SegmentationModel):
         backbone: str = "classic",
         backbone_weights: str | None = None,
         decoder_widths: Sequence[int] | None = None,
+        attention: bool = False,
     ) -> None:
         if backbone == "classic":
             if backbone_weights is not None:
@@ -112,6 +142,30 @@ class UNet(SegmentationModel):
             encoder = build_backbone(
                 backbone, in_channels, weights=backbone_weights, choices=("classic", *BACKBONES)
             )
-        decoder = UNetDecoder(encoder.channels, decoder_widths)
+        decoder = UNetDecoder(encoder.channels, decoder_widths, attention)
         head = nn.Conv2d(decoder.out_channels, num_classes, kernel_size=1)
         super().__init__(encoder, decoder, head, size_divisor=max(encoder.channels))
+
+    def attention_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every gate's coefficients for `images` (N, C, H, W), from one forward pass without
+        gradients in the model's current mode: {"stride s": alpha (N, 1, ceil(H/s), ceil(W/s))},
+        values in [0, 1], deepest gate first, the padding cropped. Empty without attention.
+        """
+        gates = self.decoder.gates
+        if gates is None:
+            return {}
+        for gate in gates:
+            gate.keep_coefficients = True
+        try:
+            with torch.no_grad():
+                self(images)
+            coefficients = [gate.coefficients for gate in gates]  # (N, 1, H'/s, W'/s) padded
+        finally:
+            for gate in gates:
+                gate.keep_coefficients, gate.coefficients = False, None
+        height, width = images.shape[-2:]
+        maps: dict[str, torch.Tensor] = {}
+        for stride, alpha in zip(self.decoder.skip_strides, coefficients, strict=True):
+            rows, columns = math.ceil(height / stride), math.ceil(width / stride)
+            maps[f"stride {stride}"] = alpha[..., :rows, :columns]
+        return maps

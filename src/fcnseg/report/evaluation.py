@@ -14,7 +14,7 @@ as its options say), so the numbers are the ones `fcnseg predict` would give.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.inference.predictor import Predictor
 from fcnseg.metrics.confusion import ConfusionMatrix, Scores
 from fcnseg.report.figures import GalleryItem
+from fcnseg.report.figures_attention import AttentionSample, attention_samples
 
 BOUNDARY_TOLERANCE = 2  # pixels: an edge this close to the true one counts as right
 GALLERY_SIZE = 3  # best and worst images each
@@ -36,6 +37,7 @@ class Evaluation:
     best: list[GalleryItem]
     worst: list[GalleryItem]
     ignore_index: int = 255
+    attention: list[AttentionSample] = field(default_factory=list)  # models with gates only
 
     @property
     def miou(self) -> float:
@@ -77,4 +79,5 @@ def evaluate(
         best=[item(i) for i in best],
         worst=[item(i) for i in worst],
         ignore_index=ignore_index,
+        attention=attention_samples(predictor, dataset),
     )

@@ -6,6 +6,7 @@ can be mailed, attached to an issue or opened from a zip without its folder.
     per class          a table (absent classes say so) and the IoU bar chart
     confusion matrix   row-normalised heatmap with class names
     training curves    when the run has a history
+    attention gates    models with gates: each gate's coefficients on a few images
     best / worst       gallery of images by their own mIoU: image, truth, prediction, errors
 """
 
@@ -25,6 +26,7 @@ from fcnseg.report.figures import (
     figure_png,
     gallery_figure,
 )
+from fcnseg.report.figures_attention import attention_figure
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,6 +53,11 @@ OVERALL = (
     ("mean_class_accuracy", "mean class accuracy"),
     ("frequency_weighted_iou", "frequency-weighted IoU"),
     ("boundary_f1", "boundary F1"),
+)
+ATTENTION_NOTE = (
+    "Each gate's coefficients alpha on the first images: the skip connection's features are "
+    "multiplied by alpha (0 suppresses them, 1 passes them unchanged). Each map is coloured "
+    "from its own minimum (dark) to its maximum (bright), the range in its title."
 )
 PER_CLASS = (
     ("per_class_iou", "IoU"),
@@ -147,6 +154,9 @@ def render_html(
             "<h2>Training curves</h2>",
             embedded_picture(figure_png(curves_figure(history)), "curves"),
         ]
+    if evaluation.attention:
+        parts += ["<h2>Attention gates</h2>", f"<p class='note'>{ATTENTION_NOTE}</p>"]
+        parts.append(embedded_picture(attention_figure(evaluation.attention), "attention"))
     parts += _gallery_sections(evaluation, palette)
     body = "\n".join(parts)
     return (

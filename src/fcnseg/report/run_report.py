@@ -1,6 +1,7 @@
 """What a run leaves for people to read: metrics.json, report.md and a self-contained report.html.
 
 write_run_report(run_dir, evaluation) -> metrics.json, curves.png, samples.png, report.md,
+                                         attention.png (models with attention gates),
                                          report.html (pictures embedded: report/html.py)
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from fcnseg.palette import PALETTE
 from fcnseg.report.evaluation import Evaluation
 from fcnseg.report.figures import plot_curves, plot_samples
+from fcnseg.report.figures_attention import attention_figure
 from fcnseg.report.html import write_html_report
 
 
@@ -81,6 +83,9 @@ def write_run_report(
     if samples:
         plot_samples(samples, class_names, run_dir / "samples.png", palette)
         lines += ["", "## Predictions (image | truth | prediction)", "", "![samples](samples.png)"]
+    if evaluation.attention:
+        (run_dir / "attention.png").write_bytes(attention_figure(evaluation.attention))
+        lines += ["", "## Attention gates (alpha per gate)", "", "![attention](attention.png)"]
     write_html_report(
         run_dir / "report.html",
         title,
