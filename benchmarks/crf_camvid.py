@@ -4,10 +4,12 @@
         [--search-images 20] [--limit N] [--threads 2]
 
 1. Search, on the first `--search-images` val images (tune on val only: test is kept out): the
-   network's scores are computed once, then the CRF runs with each of the 18 settings
-   w1 in {3, 5, 10} x theta_beta in {5, 13, 20} x theta_alpha in {40, 80}, with w2 = 3,
-   theta_gamma = 3, 5 iterations and the default window (11 samples, 4 pixels apart).
-   Table: mIoU and boundary F1 of each, beside no CRF.
+   network's scores are computed once, then the CRF runs with each setting of the grid, by
+   default the 18 of w1 (appearance_weight) in {3, 5, 10} x theta_beta (appearance_colour_sigma)
+   in {5, 13, 20} x theta_alpha (appearance_position_sigma) in {40, 80}, the rest at the
+   defaults (w2 = 3, theta_gamma = 3, 5 iterations, a window of 11 samples 4 pixels apart);
+   `--grid FIELD=v1,v2` sets any CRFParameters field's values. Table: mIoU and boundary F1 of
+   each, beside no CRF.
 2. The full val split without and with the best setting (by mIoU): mIoU, boundary F1, per-class
    IoU (thin classes first: Pole, SignSymbol, Pedestrian), and the seconds per image of the
    network (as the checkpoint sees it: camvid.yaml's half resolution, logits back at 360x480)
@@ -24,7 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -42,21 +44,30 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 THIN = ("Pole", "SignSymbol", "Pedestrian")
 
 
-def grid() -> list[CRFParameters]:
-    """The 18 settings searched (the issue's grid)."""
+# The searched values of each CRF setting (CRFParameters field -> values); --grid changes any.
+GRID: dict[str, tuple[float, ...]] = {
+    "appearance_weight": (3.0, 5.0, 10.0),
+    "appearance_colour_sigma": (5, 13, 20),
+    "appearance_position_sigma": (40, 80),
+}
+
+
+def grid(values: dict[str, tuple[float, ...]]) -> list[CRFParameters]:
+    """Every combination of the searched values (the other settings at their defaults)."""
+    names = list(values)
     return [
-        CRFParameters(
-            iterations=5,
-            appearance_weight=w1,
-            appearance_position_sigma=theta_alpha,
-            appearance_colour_sigma=theta_beta,
-            smoothness_weight=3.0,
-            smoothness_sigma=3.0,
-        )
-        for w1, theta_beta, theta_alpha in itertools.product(
-            (3.0, 5.0, 10.0), (5, 13, 20), (40, 80)
-        )
+        CRFParameters(**dict(zip(names, combination, strict=True)))
+        for combination in itertools.product(*values.values())
     ]
+
+
+def parse_grid(items: list[str]) -> dict[str, tuple[float, ...]]:
+    """--grid appearance_weight=1,2,3 ... -> GRID with those fields replaced or added."""
+    values = dict(GRID)
+    for item in items:
+        name, _, numbers = item.partition("=")
+        values[name.strip()] = tuple(float(n) if "." in n else int(n) for n in numbers.split(","))
+    return values
 
 
 def network_scores(predictor: fcnseg.Predictor, dataset, index: int):
@@ -81,34 +92,34 @@ def new_matrix(predictor: fcnseg.Predictor) -> ConfusionMatrix:
     return ConfusionMatrix(data.num_classes, data.ignore_index, False, BOUNDARY_TOLERANCE)
 
 
-def search(predictor, dataset, count: int) -> tuple[CRFParameters, str]:
-    """Score every setting of grid() on the first `count` images: the best and the table."""
+def search(predictor, dataset, count: int, settings: list[CRFParameters]):
+    """Score every setting on the first `count` images: the best (by mIoU) and the table, whose
+    columns are the settings that vary."""
     cached = [network_scores(predictor, dataset, i)[:3] for i in range(count)]
-    rows, best = [], None
+    varied = [
+        f.name for f in fields(CRFParameters) if len({getattr(p, f.name) for p in settings}) > 1
+    ]
     plain = new_matrix(predictor)
     for _, mask, logits in cached:
         plain.update(labels_from_logits(logits), mask)
-    rows.append(("no CRF", "", "", plain.compute()))
-    for parameters in grid():
+    rows = [(["no CRF"] + [""] * (len(varied) - 1), plain.compute())]
+    best = None
+    for number, parameters in enumerate(settings, start=1):
         matrix = new_matrix(predictor)
         for image, mask, logits in cached:
             matrix.update(labels_from_logits(refine(predictor, image, logits, parameters)[0]), mask)
         scores = matrix.compute()
-        p = parameters
-        rows.append((f"{p.appearance_weight:g}", f"{p.appearance_position_sigma:g}",
-                     f"{p.appearance_colour_sigma:g}", scores))  # fmt: skip
+        rows.append(([f"{getattr(parameters, name):g}" for name in varied], scores))
         if best is None or scores.miou > best[1].miou:
             best = (parameters, scores)
-        print(f"  searched {len(rows) - 1}/{len(grid())}", flush=True)
-    lines = [
-        f"Search on the first {count} val images (w2 = 3, theta_gamma = 3, 5 iterations, "
-        "window 11 x dilation 4):",
-        "",
-        "| w1 | theta_alpha | theta_beta | mIoU | boundary F1 |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for w1, alpha, beta, scores in rows:
-        lines.append(f"| {w1 or 'no CRF'} | {alpha} | {beta} | {_percent(scores.miou)} "
+        print(f"  searched {number}/{len(settings)}", flush=True)
+    fixed = [f"{f.name} {getattr(settings[0], f.name):g}" for f in fields(CRFParameters)]
+    fixed = [text for text in fixed if text.split()[0] not in varied]
+    lines = [f"Search on the first {count} val images ({', '.join(fixed)}):", ""]
+    lines += ["| " + " | ".join(varied) + " | mIoU | boundary F1 |"]
+    lines += ["|" + "---:|" * (len(varied) + 2)]
+    for values, scores in rows:
+        lines.append(f"| {' | '.join(values)} | {_percent(scores.miou)} "
                      f"| {_percent(scores.boundary_f1)} |")  # fmt: skip
     assert best is not None
     return best[0], "\n".join(lines)
@@ -174,6 +185,9 @@ def main() -> None:
     parser.add_argument("--search-images", type=int, default=20, help="val images searched on")
     parser.add_argument("--limit", type=int, help="at most this many images anywhere (smoke)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--grid", action="append", default=[], help="searched values, e.g. window=5,7 (repeatable)"
+    )
     args = parser.parse_args()
     if not (args.data / "val").is_dir():
         raise SystemExit(f"CamVid val is not at {args.data}/val; see ../shared/data/README.md.")
@@ -183,7 +197,8 @@ def main() -> None:
     data = replace(predictor.data, kind="folder", root=str(args.data), val_split="val")
     dataset = make_dataset(data, "val", train=False)
     limit = args.limit or len(dataset)
-    best, table = search(predictor, dataset, min(args.search_images, limit, len(dataset)))
+    settings = grid(parse_grid(args.grid))
+    best, table = search(predictor, dataset, min(args.search_images, limit, len(dataset)), settings)
     print(table, "\n", flush=True)
     print(full_val(predictor, dataset, best, min(limit, len(dataset))))
 
