@@ -51,7 +51,7 @@ def test_models_and_losses_report_unknown_options_alike():
         build_model("deeplabv3", num_classes=2, atrous_shortcut=False)
     assert str(from_model.value) == (
         "model 'deeplabv3' has no option 'atrous_shortcut'. Did you mean 'atrous_shortcuts'? "
-        "Its options: backbone, output_stride, separable, backbone_weights, atrous_shortcuts."
+        "Its options: backbone, output_stride, separable, backbone_weights, atrous_shortcuts, crf."
     )
     terms = LossConfig(terms=[LossTerm(name="dice", options={"smoth": 0.0})])
     with pytest.raises(FcnsegError) as from_loss:

@@ -153,7 +153,7 @@ def propose(
     boxes = clip_boxes(decode_boxes(grid, deltas.float()), image_size)  # (h*w*A, 4)
     sizes = boxes[:, 2:] - boxes[:, :2]
     large = torch.nonzero((sizes >= MIN_SIZE).all(1)).flatten()
-    best = logits[large].float().argsort(descending=True)[:pre_nms]
+    best = logits[large].float().argsort(descending=True, stable=True)[:pre_nms]
     boxes, scores = boxes[large[best]], logits[large[best]].float().sigmoid()
     kept = nms(boxes, scores, RPN_NMS_THRESHOLD, post_nms)
     return boxes[kept], scores[kept]
