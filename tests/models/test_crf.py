@@ -17,6 +17,7 @@ from fcnseg.models.crf import (
     CRFasRNN,
     CRFParameters,
     dense_crf,
+    mean_field,
     smoothness_messages,
 )
 
@@ -125,6 +126,38 @@ def test_one_update_on_a_2x2_image_by_hand():
     np.testing.assert_allclose(result[:, 1, 1], expected, rtol=1e-5)
 
 
+def test_one_normalised_update_divides_each_kernel_by_its_sum():
+    # The 2x2 case above, pixel (0, 0), with CRF-as-RNN's normalised messages: each kernel's
+    # messages become the kernel-weighted mean of the neighbours' Q.
+    logits = torch.tensor([[[[2.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 3.0]]]])
+    image = torch.tensor(
+        [[[[0.0, 10.0], [0.0, 100.0]], [[0.0, 0.0], [20.0, 100.0]], [[0.0, 0.0], [0.0, 100.0]]]]
+    )
+    parameters = CRFParameters(
+        iterations=1,
+        appearance_position_sigma=2.0,
+        appearance_colour_sigma=10.0,
+        smoothness_sigma=1.0,
+        window=3,
+        dilation=1,
+    )
+    weights = torch.tensor([2.0, 1.0])
+    result = mean_field(logits, image, parameters, weights, normalize=True)[0].numpy()
+    q01, q10, q11 = (softmax(np.array(pair)) for pair in ([1.0, 0.0], [0.0, 1.0], [0.0, 3.0]))
+    kernels_a = [
+        math.exp(-1 / 8 - 100 / 200),
+        math.exp(-1 / 8 - 400 / 200),
+        math.exp(-2 / 8 - 30000 / 200),
+    ]
+    kernels_s = [math.exp(-1 / 2), math.exp(-1 / 2), math.exp(-2 / 2)]
+    neighbours = (q01, q10, q11)  # (0, 1), (1, 0), (1, 1)
+    appearance = sum(k * q for k, q in zip(kernels_a, neighbours, strict=True)) / sum(kernels_a)
+    smoothness = sum(k * q for k, q in zip(kernels_s, neighbours, strict=True)) / sum(kernels_s)
+    scores = np.array([2.0, 0.0]) - (2.0 * appearance + 1.0 * smoothness)[::-1]
+    expected = scores - np.log(np.exp(scores).sum())
+    np.testing.assert_allclose(result[:, 0, 0], expected, rtol=1e-5)
+
+
 # --- (b) the windowed filter against the naive dense sum --------------------------------------
 
 
@@ -227,12 +260,15 @@ def test_crf_as_rnn_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(run, (logits, log_weights, compatibility))
 
 
-def test_crf_as_rnn_starts_as_the_fixed_crf_and_its_parameters_learn():
+def test_crf_as_rnn_starts_as_the_normalised_potts_crf_and_its_parameters_learn():
     logits, image = random_case(5, 6, 1, seed=7)  # a one-output model: two classes inside
     crf = CRFasRNN(1).double()
     assert crf.compatibility.shape == (2, 2)
     refined = crf(logits, image)
-    torch.testing.assert_close(refined, dense_crf(logits, image), rtol=1e-5, atol=1e-6)
+    settings = CRFParameters(appearance_weight=1.0, smoothness_weight=1.0)
+    weights = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    fixed = mean_field(logits, image, settings, weights, normalize=True)
+    torch.testing.assert_close(refined, fixed, rtol=1e-5, atol=1e-6)
     refined.square().sum().backward()
     assert crf.log_weights.grad.abs().min() > 0 and crf.compatibility.grad.abs().max() > 0
 
