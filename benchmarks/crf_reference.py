@@ -3,7 +3,9 @@
 pydensecrf2 is never an fcnseg dependency (it is compiled C++); it lives in an environment of its
 own, with fcnseg installed beside it:
 
-    python3 -m venv /tmp/crf-reference && /tmp/crf-reference/bin/pip install -e . pydensecrf2
+    python3 -m venv /tmp/crf-reference
+    /tmp/crf-reference/bin/pip install -c constraints.txt torch==2.13.0 cython
+    /tmp/crf-reference/bin/pip install -c constraints.txt -e . pydensecrf2
     /tmp/crf-reference/bin/python benchmarks/crf_reference.py [--images 3] [--checkpoint CKPT]
 
 Without pydensecrf2 importable it says so and exits 0. Unaries: a checkpoint's logits, or (with
