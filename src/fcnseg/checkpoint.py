@@ -31,10 +31,8 @@ containers, so a checkpoint from elsewhere cannot run code.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import shutil
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,15 +174,66 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FcnsegError(f"checkpoint {path} does not exist; pass a .pt file from a run folder.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+    except Exception as error:  # torch.load's many ways to refuse bytes that are not its own
+        text = str(error).strip()
+        first_line = text.splitlines()[0] if text else type(error).__name__
         raise FcnsegError(f"{path} is not an fcnseg checkpoint ({first_line}).") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FcnsegError(
             f"{path} is not an fcnseg checkpoint (no '{FORMAT}' marker); "
             "use best.pt or last.pt from a run folder."
         )
+    check_entries(state, path)
     return state
+
+
+# The entries a checkpoint may hold and what each must be; checked when it is loaded, before
+# anything uses them (a damaged or hand-edited file fails here with its entry's name).
+ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (Mapping,),
+    "state_dict": (Mapping,),
+    "config": (Mapping,),
+    "class_names": (list,),
+    "palette": (list,),
+    "task": (str,),
+    "optimizer": (Mapping,),
+    "scaler": (Mapping,),
+    "rng": (Mapping,),
+    "epoch": (int,),
+    "step": (int,),
+    "history": (list,),
+}
+
+
+def check_entries(state: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose entries have the wrong kind, before any is used."""
+    damaged = "the file was not written by fcnseg or is damaged; use best.pt or last.pt from a run"
+    for key, kinds in ENTRY_TYPES.items():
+        value = state.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise FcnsegError(
+                f"{path}: its '{key}' entry is a {type(value).__name__}, expected a "
+                f"{kinds[0].__name__}; {damaged}."
+            )
+    if "model" in state:
+        spec = ModelSpec.from_dict(state["model"], path)
+        _check_classes(state, scored_classes(spec.num_classes), path, damaged)
+    weights = state.get("state_dict") or {}
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise FcnsegError(f"{path}: its weights are not all named tensors; {damaged}.")
+
+
+def _check_classes(state: Mapping[str, Any], count: int, path: str | Path, damaged: str) -> None:
+    names, palette = state.get("class_names"), state.get("palette")
+    if names is not None and (len(names) != count or not all(isinstance(n, str) for n in names)):
+        raise FcnsegError(
+            f"{path}: it names {len(names)} classes for a model of {count} (or not as text); "
+            f"{damaged}."
+        )
+    if palette is not None and (len(palette) < count or not all(map(_is_colour, palette))):
+        raise FcnsegError(
+            f"{path}: its palette is not {count} colours [r, g, b] of 0-255; {damaged}."
+        )
 
 
 def load_weights(model: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -230,3 +279,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_colour(value: Any) -> bool:
+    """[r, g, b], three whole numbers 0-255."""
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)
+    )

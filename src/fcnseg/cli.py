@@ -9,6 +9,8 @@
     fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
     fcnseg export CHECKPOINT [--out FILE] [--overwrite] [--int8 --calibrate DIR [--force]]
     fcnseg models
+    fcnseg convert {cvat,coco,label-studio} SRC --out DIR [--task semantic|instance]
+                   [--images DIR] [--classes A,B,...] [--overwrite]
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
 Ctrl-C ends a command with "interrupted" (status 130), SIGTERM likewise with "terminated"
@@ -20,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from fcnseg.errors import FcnsegError
 
@@ -43,8 +45,16 @@ def _add_out(parser: argparse.ArgumentParser, help_text: str) -> None:
     )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, whose refusals are one line like every other user error: what is wrong and
+    where the help is (argparse would print its whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fcnseg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="fcnseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate shapes, train, evaluate and report")
@@ -111,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(inspect)
 
     commands.add_parser("models", help="list the registered models and their options")
+
+    convert = commands.add_parser(
+        "convert", help="labels from CVAT, COCO or Label Studio into a folder fcnseg reads"
+    )
+    convert.add_argument("format", metavar="{cvat,coco,label-studio}", help="the export's tool")
+    convert.add_argument("source", metavar="SRC", help="CVAT zip or folder; COCO or LS JSON")
+    _add_out(convert, "new folder for the converted dataset (required; outside SRC)")
+    convert.add_argument("--task", choices=("semantic", "instance"), default="semantic")
+    convert.add_argument("--images", metavar="DIR", help="the images, when the export lacks them")
+    convert.add_argument("--classes", metavar="A,B,...", help="label-studio: class names in order")
     return parser
 
 
@@ -279,6 +299,18 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from fcnseg.commands.convert import convert
+
+    if not args.out:
+        raise FcnsegError("fcnseg convert needs --out DIR, a new folder for the converted data.")
+    text, ready = convert(
+        args.format, args.source, args.out, args.overwrite, args.task, args.images, args.classes
+    )
+    print(text)
+    return 0 if ready else 1  # non-zero: the doctor found what would spoil training
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "train": _train,
@@ -287,6 +319,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": _export,
     "inspect": _inspect,
     "models": _models,
+    "convert": _convert,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import yaml
 
 from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
+from fcnseg.text_files import load_yaml, read_text
 
 
 def scored_classes(num_classes: int) -> int:
@@ -195,12 +197,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise FcnsegError(f"config file {path} does not exist; give the path of a YAML file.")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise FcnsegError(f"config file {path} is not valid YAML: {error}") from None
+        data = load_yaml(read_text(path, "config file"), f"config file {path}") or {}
         if not isinstance(data, dict):
             raise FcnsegError(f"config file {path} must hold a mapping of sections, not a list.")
     return build_config(data, overrides)
@@ -255,6 +254,10 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.early_stopping_patience": _at_least(1),
     "train.threads": _at_least(1),
     "train.val_images": _at_least(1),
+    "train.device": (
+        (lambda name: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name) is not None),
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
 }
 
 
@@ -266,10 +269,26 @@ def check_values(config: Config) -> None:
         value = getattr(getattr(config, section), name)
         if value is None:
             continue
-        numbers = value if isinstance(value, tuple | list) else (value,)
+        items = value if isinstance(value, tuple | list) else (value,)
+        numbers = [item for item in items if isinstance(item, int | float)]
         if not all(math.isfinite(number) for number in numbers) or not accepts(value):
             raise FcnsegError(f"config key '{key}' is {value!r}; accepted: {accepted}.")
     data = config.data
+    channels = len(data.image_mode) + (data.image_alpha == "keep")  # as data.images reads them
+    for name in ("mean", "std"):
+        if len(getattr(data, name)) != channels:
+            raise FcnsegError(
+                f"config key 'data.{name}' has {len(getattr(data, name))} values for images of "
+                f"{channels} channel(s) (data.image_mode {data.image_mode}); give one per "
+                "channel, e.g. mean: [0.5], std: [0.25] for greyscale."
+            )
+    terms = config.loss.terms
+    weights = [term.weight for term in terms]
+    if not terms or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise FcnsegError(
+            f"config key 'loss.terms' has weights {weights}; give at least one term, each with "
+            "a weight > 0, e.g. terms: [{name: cross_entropy}, {name: dice, weight: 0.5}]."
+        )
     if data.kind == "coco" and config.task != "instance":
         raise FcnsegError(
             "data.kind is coco, which holds instances; set task: instance, or give the semantic "
@@ -295,7 +314,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise FcnsegError(f"--set {key}: '{part}' is a value, not a section.")
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = load_yaml(value, f"the value of --set {key}")
 
 
 def from_dict(cls: type, data: Any, where: str = "") -> Any:

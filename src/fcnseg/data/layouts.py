@@ -9,6 +9,8 @@
 
 Detection tries them in the order voc, camvid, folder, lists; data.layout names one instead.
 Images and masks are matched by file name without suffix (photo.jpg <-> photo.png).
+An annotation tool's unconverted export (CVAT, COCO, Label Studio) is refused with the
+`fcnseg convert` command it needs (fcnseg.data.convert.detect).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from fcnseg.data.images import IMAGE_SUFFIXES
 from fcnseg.errors import FcnsegError
 from fcnseg.registry import lookup
+from fcnseg.text_files import read_text
 
 
 class Layout:
@@ -56,7 +59,8 @@ class ListsLayout(Layout):
     def splits(self, root: Path) -> list[str]:
         if not (root / "images").is_dir():
             return []
-        return sorted({p.stem for folder in (root, root / "splits") for p in _texts(folder)})
+        texts = [p for folder in (root, root / "splits") for p in _texts(folder)]
+        return sorted({p.stem for p in texts if p != root / "classes.txt"})  # a class table
 
     def folders(self, root: Path, split: str) -> tuple[Path, Path]:
         return root / "images", root / "masks"
@@ -115,14 +119,26 @@ def _listing(folder: Path) -> dict[str, Path]:
 def resolve_layout(root: Path, name: str = "auto") -> Layout:
     """data.layout by name, or the first layout the folder matches."""
     if not root.is_dir():
+        _refuse_unconverted(root, layout_found=False)  # an export's zip or JSON given instead
         raise FcnsegError(f"data folder {root} does not exist; give the folder holding the data.")
     if name != "auto":
         return lookup(LAYOUTS, name, "data.layout")
-    for layout in LAYOUTS.values():
-        if layout.matches(root):
-            return layout
+    found = next((layout for layout in LAYOUTS.values() if layout.matches(root)), None)
+    _refuse_unconverted(root, layout_found=found is not None)
+    if found is not None:
+        return found
     described = "; ".join(f"{layout.name}: {layout.description}" for layout in LAYOUTS.values())
     raise FcnsegError(f"{root} is in no layout fcnseg knows; accepted layouts are {described}.")
+
+
+def _refuse_unconverted(root: Path, layout_found: bool) -> None:
+    """An annotation tool's export (CVAT, COCO, Label Studio) is named with the `fcnseg convert`
+    command it needs: read as it is, a CVAT export would pass for VOC with misnamed classes."""
+    from fcnseg.data.convert.detect import unconverted_export  # convert builds on this module
+
+    message = unconverted_export(root, layout_found)
+    if message:
+        raise FcnsegError(message)
 
 
 def _split_names(list_file: Path, split: str) -> list[str]:
@@ -131,7 +147,7 @@ def _split_names(list_file: Path, split: str) -> list[str]:
             f"split '{split}' has no list file {list_file}; write the names of its items there, "
             "one per line."
         )
-    lines = [line.strip() for line in list_file.read_text().splitlines()]
+    lines = [line.strip() for line in read_text(list_file, "split list").splitlines()]
     # A name may be written with its suffix (photo.png); matching is by name without it.
     return [
         Path(line).stem if Path(line).suffix.lower() in IMAGE_SUFFIXES else line

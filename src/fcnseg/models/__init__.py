@@ -80,7 +80,15 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: An
         )
     check_options(options, model_options(name), f"model '{name}'")
     crf = options.pop("crf", None)  # every semantic model's, not the builder's (see crf.py)
-    model = builder(num_classes=num_classes, in_channels=in_channels, **options)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, **options)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as error:
+        # A value of the right name but an impossible kind (base_width -4, a string for a
+        # number) fails deep in a layer; say which model and options, and where the choices are.
+        raise FcnsegError(
+            f"model '{name}' cannot be built with options {options}: {error}. See `fcnseg "
+            "models` for its options and their defaults."
+        ) from None
     if crf is None or crf is False:
         return model
     from fcnseg.models.crf import with_crf  # here: only models that ask for it load it

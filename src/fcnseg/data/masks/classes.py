@@ -22,12 +22,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from fcnseg.config import DataConfig
 from fcnseg.errors import FcnsegError
+from fcnseg.text_files import load_yaml, read_text
 
 Colour = tuple[int, int, int]
+MAX_CLASS_VALUE = 65535  # the largest value a (16-bit) mask can hold
 TABLE_FILES = ("classes.txt", "classes.yaml", "classes.yml", "class_dict.csv")
 VOID_WORDS = re.compile(r"\b(void|ignored?)\b", re.IGNORECASE)
 
@@ -112,7 +112,7 @@ def _parse_colour(text: str | list, where: str) -> Colour:
 def read_classes_txt(path: Path) -> ClassTable:
     """Lines "index name r,g,b" (colour optional), or just "name" (index = row); # comments."""
     entries = []
-    lines = [line.split("#")[0].split() for line in path.read_text().splitlines()]
+    lines = [line.split("#")[0].split() for line in read_text(path, "class table").splitlines()]
     for number, words in enumerate(lines, start=1):
         if not words:
             continue
@@ -120,17 +120,15 @@ def read_classes_txt(path: Path) -> ClassTable:
         colour = None
         if len(words) > 1 and re.fullmatch(r"\d+,\d+,\d+", words[-1]):
             colour = _parse_colour(words.pop(), where)
-        value = int(words.pop(0)) if len(words) > 1 and words[0].isdigit() else len(entries)
+        numbered = len(words) > 1 and re.fullmatch(r"[-+]?\d+", words[0]) is not None
+        value = int(words.pop(0)) if numbered else len(entries)
         entries.append(_entry(value, " ".join(words), colour))
     return _checked(entries, path)
 
 
 def read_classes_yaml(path: Path) -> ClassTable:
     """A list (or {classes: list}) of {name, color: [r, g, b], index?, ignore?} mappings."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise FcnsegError(f"class table {path} is not valid YAML: {error}") from None
+    data = load_yaml(read_text(path, "class table"), f"class table {path}")
     rows = data.get("classes") if isinstance(data, dict) else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r for r in rows):
         raise FcnsegError(
@@ -141,7 +139,12 @@ def read_classes_yaml(path: Path) -> ClassTable:
     for row, item in enumerate(rows):
         colour = item.get("color", item.get("colour"))
         colour = None if colour is None else _parse_colour(colour, f"{path} class {item['name']}")
-        value = int(item.get("index", row))
+        value = item.get("index", row)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FcnsegError(
+                f"class table {path}: class {item['name']!r} has index {value!r}; an index is a "
+                "whole number (the class's value in the masks)."
+            )
         entries.append(_entry(value, str(item["name"]), colour, item.get("ignore")))
     return _checked(entries, path)
 
@@ -161,6 +164,12 @@ def _checked(entries: list[ClassEntry], path: Path) -> ClassTable:
     if not entries:
         raise FcnsegError(f"class table {path} lists no classes; write one class per line.")
     values = [entry.value for entry in entries]
+    outside = [value for value in values if not 0 <= value <= MAX_CLASS_VALUE]
+    if outside:
+        raise FcnsegError(
+            f"class table {path} gives a class the index {outside[0]}; a mask value is a whole "
+            f"number from 0 to {MAX_CLASS_VALUE} (16-bit masks). Number the classes 0, 1, 2, ..."
+        )
     repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
         raise FcnsegError(
