@@ -85,6 +85,12 @@ class ModelSpec:
                     f"{path}: its model spec has {key}={value!r}, expected a "
                     f"{kind.__name__}; the file was not written by fcnseg or is damaged."
                 )
+        for key, largest in (("num_classes", 65536), ("in_channels", 1024)):
+            if not 1 <= spec[key] <= largest:  # before a layer of that width is allocated
+                raise FcnsegError(
+                    f"{path}: its model spec has {key}={spec[key]}, outside 1..{largest}; the "
+                    "file was not written by fcnseg or is damaged."
+                )
         return cls(spec["name"], spec["num_classes"], spec["in_channels"], dict(spec["options"]))
 
 
@@ -204,13 +210,17 @@ ENTRY_TYPES: dict[str, tuple[type, ...]] = {
     "history": (list,),
 }
 
+MAY_BE_NONE = {"class_names", "palette", "scaler", "history"}  # older checkpoints wrote None
+
 
 def check_entries(state: Mapping[str, Any], path: str | Path) -> None:
     """Refuse a checkpoint whose entries have the wrong kind, before any is used."""
     damaged = "the file was not written by fcnseg or is damaged; use best.pt or last.pt from a run"
     for key, kinds in ENTRY_TYPES.items():
-        value = state.get(key)
-        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+        if key not in state or (state[key] is None and key in MAY_BE_NONE):
+            continue
+        value = state[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
             raise FcnsegError(
                 f"{path}: its '{key}' entry is a {type(value).__name__}, expected a "
                 f"{kinds[0].__name__}; {damaged}."

@@ -59,8 +59,9 @@ def read_text(path: str | Path, what: str = "file") -> str:
 def load_yaml(text: str, source: str) -> Any:
     """Parse YAML safely (plain data only), refusing alias bombs and deep nesting before anything
     walks the result. `source` names where the text came from, for the messages."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # it reads the text here: it can refuse a character
         node = _compose(loader, source)
         if node is None:
             return None
@@ -73,7 +74,8 @@ def load_yaml(text: str, source: str) -> Any:
             f"{source} is nested too deeply to read; a config is a few levels deep."
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _one_line(error: yaml.YAMLError) -> str:
