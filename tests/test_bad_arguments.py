@@ -274,6 +274,32 @@ def build_cases() -> list[tuple[str, list[str]]]:
             ],
         ),
         (
+            "predict a corrupt onnx",
+            [
+                "predict",
+                "{checkpoint}",
+                "{images}",
+                "--out",
+                "{new}",
+                "--backend",
+                "onnx",
+                "--onnx",
+                "{bad}/garbage.onnx",
+            ],
+        ),
+        (
+            "predict with a corrupt onnx model",
+            ["predict", "{bad}/garbage.onnx", "{images}", "--out", "{new}"],
+        ),
+        (
+            "evaluate a corrupt onnx model",
+            ["evaluate", "{bad}/garbage.onnx", "--data", "{data}", "--out", "{new}"],
+        ),
+        (
+            "evaluate an onnx without metadata",
+            ["evaluate", "{bad}/bare.onnx", "--data", "{data}", "--out", "{new}"],
+        ),
+        (
             "export int8 without calibrate",
             ["export", "{checkpoint}", "--out", "{new}/m.onnx", "--int8"],
         ),
@@ -385,6 +411,8 @@ def write_bad_checkpoints(folder: Path, good: Path) -> None:
     (folder / "empty.pt").write_bytes(b"")
     (folder / "text.pt").write_text("these are not weights\n")
     (folder / "random.pt").write_bytes(np.random.default_rng(1).bytes(4096))
+    (folder / "garbage.onnx").write_bytes(b"\x08\x07" + np.random.default_rng(2).bytes(900))
+    write_bare_onnx(folder / "bare.onnx")
     (folder / "truncated.pt").write_bytes(good.read_bytes()[:2000])
     torch.save([1, 2, 3], folder / "pickle_list.pt")
     state = torch.load(good, weights_only=True)
@@ -415,6 +443,20 @@ def write_bad_checkpoints(folder: Path, good: Path) -> None:
         mutate(copy)
         torch.save(copy, folder / name)
     assert state["format"]  # the good one is untouched
+
+
+def write_bare_onnx(path: Path) -> None:
+    """A valid ONNX model that fcnseg did not write (no metadata): Identity, or junk without
+    onnx installed (the export extra)."""
+    try:
+        from onnx import TensorProto, helper, save
+    except ImportError:
+        path.write_bytes(b"not onnx")
+        return
+    node = helper.make_node("Identity", ["x"], ["y"])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])]
+    save(helper.make_model(helper.make_graph([node], "bare", inputs, outputs)), path)
 
 
 def write_bad_data(folder: Path, good: Path) -> None:
