@@ -18,7 +18,8 @@ from fcnseg.config import Config
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.transforms import build_transform
 from fcnseg.inference.predictor import Predictor
-from fcnseg.report.evaluation import evaluate
+from fcnseg.metrics.confusion import ConfusionMatrix
+from fcnseg.report.evaluation import evaluate, gallery_choice, wrong_pixel_share
 from fcnseg.report.run_report import write_run_report
 
 MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # normalised value = pixel / 255
@@ -132,3 +133,33 @@ def test_error_overlay_marks_wrong_and_unlabelled_pixels():
     assert picture[0, 0].tolist() == [80, 80, 80]  # right: the image, dimmed grey
     assert picture[0, 1].tolist() == [230, 25, 25]  # wrong: red
     assert picture[0, 2].tolist() == [60, 120, 230]  # not judged: blue
+
+
+def test_the_worst_images_are_those_with_most_wrong_pixels_not_the_lowest_miou():
+    # Image 0: right everywhere but 2 pixels of a class that is absent from it: its mIoU is
+    # low ((1 + 0) / 2: the stray class scores IoU 0) yet 2 of 100 pixels are wrong.
+    # Image 1: both classes present, 30 of 100 pixels wrong: mIoU higher, picture worse.
+    truth_0 = torch.zeros(10, 10, dtype=torch.long)
+    prediction_0 = truth_0.clone()
+    prediction_0[0, :2] = 1
+    truth_1 = torch.zeros(10, 10, dtype=torch.long)
+    truth_1[5:] = 1
+    prediction_1 = truth_1.clone()
+    prediction_1[2:5] = 1
+    shares = [
+        wrong_pixel_share(prediction_0, truth_0, 255),
+        wrong_pixel_share(prediction_1, truth_1, 255),
+    ]
+    assert shares == [0.02, 0.3]
+    matrix = ConfusionMatrix(2, per_image=True)
+    matrix.update(torch.stack([prediction_0, prediction_1]), torch.stack([truth_0, truth_1]))
+    image_miou = matrix.per_image_iou()
+    assert image_miou[0] < image_miou[1]  # mIoU would call image 0 the worse one
+    best, worst = gallery_choice(shares, 1)
+    assert (best, worst) == ([0], [1])
+
+
+def test_unlabelled_images_are_left_out_of_the_gallery():
+    truth = torch.full((4, 4), 255)
+    assert math.isnan(wrong_pixel_share(torch.zeros(4, 4), truth, 255))
+    assert gallery_choice([math.nan, 0.1, 0.5, 0.2], 3) == ([1], [2])

@@ -44,6 +44,7 @@ class GalleryItem:
     image: np.ndarray  # (H, W, C) uint8
     truth: np.ndarray  # (H, W) labels, ignore_index where unlabelled
     prediction: np.ndarray  # (H, W) labels
+    error_share: float = math.nan  # wrong pixels / labelled pixels, what the gallery ranks by
 
 
 def figure_png(figure: Figure, dpi: int = 90) -> bytes:
@@ -119,7 +120,7 @@ def gallery_figure(
         axes[row, 0].text(
             0,
             -0.04,
-            f"{item.name}  mIoU {100 * item.miou:.1f}",
+            f"{item.name}  wrong pixels {100 * item.error_share:.1f}%  mIoU {100 * item.miou:.1f}",
             transform=axes[row, 0].transAxes,
             va="top",
             size=9,

@@ -7,7 +7,8 @@ can be mailed, attached to an issue or opened from a zip without its folder.
     confusion matrix   row-normalised heatmap with class names
     training curves    when the run has a history
     attention gates    models with gates: each gate's coefficients on a few images
-    best / worst       gallery of images by their own mIoU: image, truth, prediction, errors
+    best / worst       gallery of images by their share of wrong pixels: image, truth, prediction,
+                       errors
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def _gallery_sections(evaluation: Evaluation, palette: np.ndarray) -> list[str]:
     for heading, items in (("Best images", evaluation.best), ("Worst images", evaluation.worst)):
         if items:
             figure = gallery_figure(items, palette, evaluation.ignore_index)
-            parts += [f"<h2>{heading} (by their own mIoU)</h2>", embedded_picture(figure, heading)]
+            title = f"{heading} (by their share of wrong pixels)"
+            parts += [f"<h2>{title}</h2>", embedded_picture(figure, heading)]
     return parts
 
 

@@ -22,13 +22,18 @@ from fcnseg.report.html import write_html_report
 
 
 def metrics_dict(evaluation: Evaluation, class_names: list[str]) -> dict[str, Any]:
-    """metrics.json: the scores, the confusion matrix and each image's mIoU."""
+    """metrics.json: the scores, the confusion matrix, each image's mIoU and share of wrong
+    pixels (what the best / worst gallery ranks by)."""
     metrics = evaluation.scores.to_dict(class_names)
     metrics["confusion_matrix"] = evaluation.matrix.tolist()
-    metrics["per_image_miou"] = {
-        name: None if math.isnan(value) else value
-        for name, value in zip(evaluation.image_names, evaluation.image_miou, strict=True)
-    }
+    for key, values in (
+        ("per_image_miou", evaluation.image_miou),
+        ("per_image_wrong_pixels", evaluation.image_error_share),
+    ):
+        metrics[key] = {
+            name: None if math.isnan(value) else value
+            for name, value in zip(evaluation.image_names, values, strict=True)
+        }
     return metrics
 
 
