@@ -85,3 +85,56 @@ def error_overlay(
     picture[(truth != prediction) & (truth != ignore_index)] = (230, 25, 25)
     picture[truth == ignore_index] = (60, 120, 230)
     return picture.astype(np.uint8)
+
+
+# Colours a class may take instead of one that vanishes into its image: bright and dark ones,
+# saturated, far from each other.
+CONTRAST_CANDIDATES = np.array(
+    [
+        (255, 255, 255),
+        (255, 225, 25),
+        (70, 240, 240),
+        (240, 50, 230),
+        (255, 140, 0),
+        (60, 220, 75),
+        (30, 30, 30),
+        (0, 60, 200),
+    ],
+    dtype=np.uint8,
+)
+MIN_CONTRAST = 0.25  # luminance difference, 0..1, between a class colour and its image
+
+
+def luminance(colours: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB on 0..255 -> (...) luminance on 0..1 (Rec. 709 weights)."""
+    return np.asarray(colours, dtype=np.float64)[..., :3] @ np.array([0.2126, 0.7152, 0.0722]) / 255
+
+
+def readable_palette(
+    pictures: list[tuple[np.ndarray, np.ndarray]], palette: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """A copy of `palette` in which every class stands out from the image under it.
+
+    For each class, the mean luminance of the image pixels labelled with it (over all the
+    (image (H, W, C) uint8, labels (H, W)) pairs) is compared with its colour's; where they
+    differ by less than MIN_CONTRAST (black membranes drawn on dark membranes), the class takes
+    the unused candidate colour that differs most. Classes absent from the pictures keep theirs.
+    """
+    result = np.array(palette, dtype=np.uint8, copy=True)
+    sums, counts = np.zeros(num_classes), np.zeros(num_classes)
+    for image, labels in pictures:
+        grey = luminance(np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image)
+        inside = (labels >= 0) & (labels < num_classes)
+        sums += np.bincount(labels[inside].ravel(), grey[inside].ravel(), num_classes)
+        counts += np.bincount(labels[inside].ravel(), minlength=num_classes)
+    used = {tuple(colour) for colour in result[:num_classes].tolist()}
+    for label in np.flatnonzero(counts):
+        background = sums[label] / counts[label]
+        if abs(luminance(result[label]) - background) >= MIN_CONTRAST:
+            continue
+        free = [c for c in CONTRAST_CANDIDATES if tuple(c.tolist()) not in used]
+        if free:
+            best = max(free, key=lambda colour: abs(luminance(colour) - background))
+            result[label] = best
+            used.add(tuple(best.tolist()))
+    return result

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from fcnseg.data.doctor.inspect import Inspection
 
 
+GALLERY_DPI = 80
+
+
 def _subplots(*grid: int, **options: Any) -> tuple[Figure, Any]:
     """A figure and its axes, made without pyplot: no global backend is chosen or needed (a
     Figure renders itself with Agg when saved) and nothing has to be closed."""
@@ -98,11 +101,21 @@ def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str]) -> bytes:
 
 
 def gallery_figure(
-    items: Sequence[GalleryItem], palette: np.ndarray, ignore_index: int = 255
+    items: Sequence[GalleryItem],
+    palette: np.ndarray,
+    ignore_index: int = 255,
+    class_names: Sequence[str] = (),
 ) -> bytes:
-    """A row per item: the image, truth and prediction overlays, and where they disagree."""
+    """A row per item: the image, truth and prediction overlays, and where they disagree; a
+    legend of the class colours. Each panel is drawn at up to 512 pixels wide (the images' own
+    width when smaller), so that single wrong pixels can be seen."""
     rows = len(items)
-    figure, axes = _subplots(rows, 4, figsize=(12, 2.9 * rows), squeeze=False)
+    height, width = items[0].image.shape[:2]
+    panel_width = min(max(width, 240), 512) / GALLERY_DPI  # inches
+    panel_height = panel_width * height / width
+    figure, axes = _subplots(
+        rows, 4, figsize=(4 * panel_width + 0.4, rows * (panel_height + 0.5) + 0.6), squeeze=False
+    )
     titles = ("image", "truth", "prediction", "errors (red), unlabelled (blue)")
     for row, item in enumerate(items):
         shown = item.image[..., 0] if item.image.shape[-1] == 1 else item.image[..., :3]
@@ -125,8 +138,13 @@ def gallery_figure(
             va="top",
             size=9,
         )
-    figure.tight_layout()
-    return figure_png(figure, dpi=80)
+    if class_names:
+        handles = [Patch(color=palette[i] / 255, label=n) for i, n in enumerate(class_names)]
+        figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8))
+        figure.tight_layout(rect=(0, 0.6 / figure.get_figheight(), 1, 1))
+    else:
+        figure.tight_layout()
+    return figure_png(figure, dpi=GALLERY_DPI)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:

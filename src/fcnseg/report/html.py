@@ -111,11 +111,13 @@ def _class_table(metrics: dict[str, Any], class_names: list[str], palette: np.nd
     return f"<table><tr><th>class</th>{head}<th>true pixels</th></tr>" + "".join(rows) + "</table>"
 
 
-def _gallery_sections(evaluation: Evaluation, palette: np.ndarray) -> list[str]:
+def _gallery_sections(
+    evaluation: Evaluation, palette: np.ndarray, class_names: list[str]
+) -> list[str]:
     parts = []
     for heading, items in (("Best images", evaluation.best), ("Worst images", evaluation.worst)):
         if items:
-            figure = gallery_figure(items, palette, evaluation.ignore_index)
+            figure = gallery_figure(items, palette, evaluation.ignore_index, class_names)
             title = f"{heading} (by their share of wrong pixels)"
             parts += [f"<h2>{title}</h2>", embedded_picture(figure, heading)]
     return parts
@@ -159,7 +161,7 @@ def render_html(
     if evaluation.attention:
         parts += ["<h2>Attention gates</h2>", f"<p class='note'>{ATTENTION_NOTE}</p>"]
         parts.append(embedded_picture(attention_figure(evaluation.attention), "attention"))
-    parts += _gallery_sections(evaluation, palette)
+    parts += _gallery_sections(evaluation, palette, class_names)
     body = "\n".join(parts)
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fcnseg.palette import PALETTE
+from fcnseg.palette import PALETTE, readable_palette
 from fcnseg.report.evaluation import Evaluation
 from fcnseg.report.figures import plot_curves, plot_samples
 from fcnseg.report.figures_attention import attention_figure
@@ -64,6 +64,21 @@ def markdown_lines(metrics: dict[str, Any], class_names: list[str]) -> list[str]
     return lines
 
 
+def report_palette(
+    evaluation: Evaluation,
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None,
+    palette: np.ndarray,
+    count: int,
+) -> np.ndarray:
+    """The report's class colours: a dataset's own as they are (its class table chose them),
+    fcnseg's fixed ones changed where a class would vanish into the images it is drawn on."""
+    if not np.array_equal(palette[:count], PALETTE[:count]):
+        return palette
+    pictures = [(item.image, item.truth) for item in [*evaluation.best, *evaluation.worst]]
+    pictures += [(image, truth) for image, truth, _ in samples or []]
+    return readable_palette(pictures, palette, count)
+
+
 def write_run_report(
     run_dir: Path,
     evaluation: Evaluation,
@@ -75,8 +90,10 @@ def write_run_report(
     palette: np.ndarray = PALETTE,
 ) -> Path:
     """Write metrics.json, the pictures, report.md and report.html into run_dir; return the
-    Markdown report's path. `palette` colours the classes: the dataset's own when it has them."""
+    Markdown report's path. `palette` colours the classes: the dataset's own when it has them;
+    fcnseg's fixed colours are made readable on these images first (readable_palette)."""
     run_dir = Path(run_dir)
+    palette = report_palette(evaluation, samples, palette, len(class_names))
     metrics = metrics_dict(evaluation, class_names)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     lines = [f"# {title}", ""]
