@@ -64,3 +64,31 @@ def test_an_empty_split_stops_training_within_seconds(tmp_path: Path, capsys):
     )
     assert status == 2
     assert "val" in capsys.readouterr().err
+
+
+def test_training_on_the_validation_split_is_warned_about(tmp_path: Path, capsys):
+    status = main(
+        [
+            "train",
+            "demo",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--set",
+            "data.synthetic_train=4",
+            "--set",
+            "data.synthetic_val=4",
+            "--set",
+            "data.batch_size=4",
+            "--set",
+            "data.val_split=train",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.options.base_width=4",
+        ]
+    )
+    assert status == 0
+    assert (
+        "warning: the validation split is the training split ('train')" in capsys.readouterr().out
+    )

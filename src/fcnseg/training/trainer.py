@@ -78,6 +78,13 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+SAME_SPLIT_WARNING = (
+    "warning: the validation split is the training split ('{split}'): its scores measure "
+    "memory, not generalisation, and best.pt is chosen by them. Set data.val_split to a split "
+    "the model does not train on."
+)
+
+
 def check_progress_possible(
     train_loader: DataLoader, val_loader: DataLoader, config: Config
 ) -> None:
@@ -150,6 +157,8 @@ class Trainer:
         self.state = TrainState()
         self.step_losses: list[float] = []  # every step's loss in this session, for inspection
         self.log = TrainingLog(self.run_dir, show_progress, print_line, distributed.is_main())
+        if config.data.val_split == config.data.train_split:
+            self.log.print_line(SAME_SPLIT_WARNING.format(split=config.data.val_split))
 
     @property
     def planned_steps(self) -> int:
