@@ -12,7 +12,7 @@ from fcnseg.cli import main
 from fcnseg.config import load_config
 from fcnseg.data import make_dataset, make_loader
 from fcnseg.errors import FcnsegError
-from fcnseg.training.trainer import check_progress_possible
+from fcnseg.training.preflight import check_progress_possible
 from tests.conftest import write_pair
 
 

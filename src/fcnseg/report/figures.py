@@ -148,7 +148,7 @@ def gallery_figure(
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Training loss and validation mIoU against epoch, side by side."""
+    """Training loss, validation mIoU and the learning rate against epoch, side by side."""
     figure = curves_figure(history)
     figure.savefig(path, dpi=100)
 
@@ -156,12 +156,15 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
 def curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     """The figure of plot_curves, for callers that render it themselves (report.html)."""
     epochs = [entry["epoch"] for entry in history]
-    figure, (left, right) = _subplots(1, 2, figsize=(10, 3.6))
+    figure, (left, middle, right) = _subplots(1, 3, figsize=(14, 3.6))
     left.plot(epochs, [entry["train_loss"] for entry in history], marker="o")
     left.set(title="training loss", xlabel="epoch", ylabel="loss")
-    right.plot(epochs, [entry["val_miou"] for entry in history], marker="o", color="tab:green")
-    right.set(title="validation mIoU", xlabel="epoch", ylabel="mIoU", ylim=(0, 1))
-    for axis in (left, right):
+    middle.plot(epochs, [entry["val_miou"] for entry in history], marker="o", color="tab:green")
+    middle.set(title="validation mIoU", xlabel="epoch", ylabel="mIoU", ylim=(0, 1))
+    # The learning rate at each epoch's end: where a plateau or a jump in the loss came from.
+    right.plot(epochs, [entry.get("lr", math.nan) for entry in history], color="tab:purple")
+    right.set(title="learning rate", xlabel="epoch", ylabel="lr", ylim=(0, None))
+    for axis in (left, middle, right):
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,26 @@ def open_tensorboard(folder: Path) -> Any | None:
     return SummaryWriter(log_dir=str(folder))
 
 
+@dataclass(frozen=True)
+class StepReport:
+    """What the progress bar shows after a training step."""
+
+    loss: float
+    images_per_second: float
+    lr: float
+    run_progress: float  # 0..1: the further along of the step plan and the time budget
+    seconds_left: float | None  # in the time budget; None without one
+
+
+def clock(seconds: float | None) -> str:
+    """Seconds as m:ss or h:mm:ss, for the time left in a budget."""
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(max(int(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class TrainingLog:
     def __init__(
         self,
@@ -53,25 +74,49 @@ class TrainingLog:
         self.writer = writer
 
     @contextmanager
-    def epoch_bar(self, description: str, total: int) -> Iterator[Callable[[float, float], None]]:
-        """A progress bar for one epoch; yields `advance(loss, images_per_second)`."""
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[ips]:.1f} img/s"),
-            TimeRemainingColumn(),
-            disable=not self.show_progress,
-            transient=True,
+    def epoch_bar(
+        self, description: str, total: int, budget_minutes: float | None = None
+    ) -> Iterator[Callable[[StepReport], None]]:
+        """A progress bar for one epoch; yields `advance(report)`, called after each step.
+
+        Without a time budget the bar counts the epoch's steps, with rich's estimate of the
+        epoch's remaining time. Under `train.max_minutes` the run ends when the budget does,
+        whatever the epoch count, so the bar shows the run's progress (its share of the budget,
+        or of the planned steps if further along) and the time left in the budget.
+        """
+        columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
+        if budget_minutes is None:
+            columns += [MofNCompleteColumn(), TimeRemainingColumn()]
+        else:
+            columns += [TextColumn("{task.percentage:>3.0f}%  {task.fields[left]} left")]
+        columns.append(
+            TextColumn(
+                "loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
+                "{task.fields[ips]:.1f} img/s"
+            )
         )
+        progress = Progress(*columns, disable=not self.show_progress, transient=True)
         with progress:
-            task = progress.add_task(description, total=total, loss=0.0, ips=0.0)
-            yield lambda loss, ips: progress.update(task, advance=1, loss=loss, ips=ips)
+            fields = {"loss": 0.0, "ips": 0.0, "lr": 0.0, "left": ""}
+            if budget_minutes is None:
+                task = progress.add_task(description, total=total, **fields)
+            else:
+                task = progress.add_task(description, total=1.0, **fields)
+
+            def advance(report: StepReport) -> None:
+                shown = {"loss": report.loss, "ips": report.images_per_second, "lr": report.lr}
+                if budget_minutes is None:
+                    progress.update(task, advance=1, **shown)
+                else:
+                    left = clock(report.seconds_left)
+                    progress.update(task, completed=report.run_progress, left=left, **shown)
+
+            yield advance
 
     def epoch_end(
         self,
         history: list[dict[str, Any]],
-        epochs: int,
+        epochs: int | None,
         improved: bool,
         samples: Callable[[], Samples],
     ) -> None:
@@ -82,9 +127,10 @@ class TrainingLog:
         if not self.enabled:
             return
         entry = history[-1]
+        of = "" if epochs is None else f"/{epochs}"  # None: a time budget ends the run
         self.print_line(
-            f"epoch {entry['epoch']:>3}/{epochs}  loss {entry['train_loss']:.4f}  "
-            f"{validation_text(entry)}  "
+            f"epoch {entry['epoch']:>3}{of}  loss {entry['train_loss']:.4f}  "
+            f"{validation_text(entry)}  lr {entry['lr']:.2e}  "
             f"{entry['images_per_second']:.1f} img/s" + ("  (best)" if improved else "")
         )
         self.write_history(history)

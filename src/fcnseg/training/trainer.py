@@ -48,7 +48,6 @@ from fcnseg.checkpoint import (
     rng_state,
 )
 from fcnseg.config import Config
-from fcnseg.errors import FcnsegError
 from fcnseg.inference.loading import predictor_for
 from fcnseg.inference.predictor import Predictor
 from fcnseg.palette import PALETTE
@@ -56,8 +55,9 @@ from fcnseg.registry import lookup
 from fcnseg.storage.interrupts import uninterrupted
 from fcnseg.training import distributed
 from fcnseg.training.checkpointing import repair_best, save_epoch
-from fcnseg.training.log import TrainingLog
+from fcnseg.training.log import StepReport, TrainingLog
 from fcnseg.training.optim import build_optimizer, learning_rate
+from fcnseg.training.preflight import SAME_SPLIT_WARNING, check_progress_possible
 from fcnseg.training.tasks import SemanticTask, TrainingTask
 
 AUTOCAST_TYPES: dict[str, torch.dtype | None] = {
@@ -76,40 +76,6 @@ class TrainState:
     best_ap: float = -math.inf  # instance runs: the best val AP
     best_epoch: int = 0  # the epoch that reached the best: early stopping counts from it
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-SAME_SPLIT_WARNING = (
-    "warning: the validation split is the training split ('{split}'): its scores measure "
-    "memory, not generalisation, and best.pt is chosen by them. Set data.val_split to a split "
-    "the model does not train on."
-)
-
-
-def check_progress_possible(
-    train_loader: DataLoader, val_loader: DataLoader, config: Config
-) -> None:
-    """Refuse a run that cannot take a step or cannot be validated, before its first epoch: an
-    empty loader would otherwise make each epoch an instant no-op, and a run of many epochs (or
-    a time budget that never runs down) would loop for ever."""
-    images, batch = len(train_loader.dataset), config.data.batch_size
-    ranks = distributed.world_size()
-    if images == 0:
-        raise FcnsegError(
-            f"the training split '{config.data.train_split}' has no images; fcnseg inspect "
-            "DATA_DIR shows what it finds there."
-        )
-    if len(train_loader) == 0:
-        raise FcnsegError(
-            f"the training split has {images} image(s) for {ranks} process(es), fewer than one "
-            f"batch of data.batch_size={batch} per process (an incomplete last batch is dropped, "
-            f"so no step could be taken); set data.batch_size to at most {max(images // ranks, 1)}"
-            " or add images."
-        )
-    if len(val_loader.dataset) == 0:
-        raise FcnsegError(
-            f"the validation split '{config.data.val_split}' has no images; every epoch ends "
-            "with a validation. Give it images, or set data.val_split to a split that has some."
-        )
 
 
 class Trainer:
@@ -203,7 +169,9 @@ class Trainer:
         self.train_loader.dataset.set_epoch(self.state.epoch)
         total_loss, images = 0.0, 0
         started = last = time.perf_counter()
-        with self.log.epoch_bar(self._epoch_label(), len(self.train_loader)) as advance:
+        budget = self.config.train.max_minutes
+        bar = self.log.epoch_bar(self._epoch_label(), len(self.train_loader), budget)
+        with bar as advance:
             for image, mask in self.train_loader:
                 image = image.to(self.device, memory_format=self.memory_format, non_blocking=True)
                 with uninterrupted():  # a SIGTERM lets the step finish first
@@ -212,7 +180,7 @@ class Trainer:
                 self._add_elapsed(now - last)  # the step and the wait for its batch
                 last = now
                 total_loss, images = total_loss + loss * len(image), images + len(image)
-                advance(loss, images / (now - started))
+                advance(self._step_report(loss, images / (now - started)))
                 if self.out_of_time():
                     break
         seconds = time.perf_counter() - started
@@ -269,9 +237,8 @@ class Trainer:
         with uninterrupted():  # a SIGTERM waits for the epoch's files (checkpointing.py)
             if distributed.is_main():
                 save_epoch(self.checkpoint_state(), self.run_dir, improved)
-            self.log.epoch_end(
-                self.state.history, self.config.train.epochs, improved, self._overlay_samples
-            )
+            planned = None if self.config.train.max_minutes else self.config.train.epochs
+            self.log.epoch_end(self.state.history, planned, improved, self._overlay_samples)
         if self.stopped_early():
             patience = self.config.train.early_stopping_patience
             self.log.print_line(
@@ -328,7 +295,18 @@ class Trainer:
         return self.task.samples(self, 4)
 
     def _epoch_label(self) -> str:
-        return f"epoch {self.state.epoch + 1}/{self.config.train.epochs}"
+        """ "epoch 3/10"; under a time budget the epoch count is a ceiling, not a plan:
+        "epoch 3 of a 20-minute budget"."""
+        budget = self.config.train.max_minutes
+        if budget is None:
+            return f"epoch {self.state.epoch + 1}/{self.config.train.epochs}"
+        return f"epoch {self.state.epoch + 1} of a {budget:g}-minute budget"
+
+    def _step_report(self, loss: float, images_per_second: float) -> StepReport:
+        budget = self.config.train.max_minutes
+        left = None if budget is None else budget * 60 - self.state.elapsed_seconds
+        lr = self.optimizer.param_groups[0]["lr"]
+        return StepReport(loss, images_per_second, lr, self.progress(), left)
 
 
 def in_fp32(outputs: torch.Tensor | dict[str, torch.Tensor]) -> Any:
