@@ -6,7 +6,7 @@
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
                     [--crf] [--crf-set key=value ...]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR] [--overwrite]
-    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx] [--flip] ...
+    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx|openvino] [--flip] ...
     fcnseg export CHECKPOINT [--out FILE] [--overwrite] [--int8 --calibrate DIR [--force]]
     fcnseg models
     fcnseg convert {cvat,coco,label-studio} SRC --out DIR [--task semantic|instance]
@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(predict, "output folder (required; must not hold the inputs)")
     predict.add_argument(
         "--backend",
-        choices=("auto", "torch", "onnx"),
+        choices=("auto", "torch", "onnx", "openvino"),
         default="auto",
-        help="auto: onnxruntime when the checkpoint's export (CKPT.onnx) is beside it, else torch",
+        help="auto: onnxruntime when the checkpoint's export (CKPT.onnx) is beside it, else "
+        "torch; openvino: that export in OpenVINO (fp32, or bf16 with --precision bf16)",
     )
     predict.add_argument("--onnx", metavar="FILE", help="exported model (default: CKPT.onnx)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -318,7 +318,12 @@ def predict(
             predictor, images, names, out_dir, overwrite, reads, (backend, onnx_path), show_progress
         )
     network, description = select_backend(
-        predictor.model, checkpoint_path, backend, onnx_path, predictor.device
+        predictor.model,
+        checkpoint_path,
+        backend,
+        onnx_path,
+        predictor.device,
+        predictor.options.precision,
     )
     predictor.model = network
     if show_progress:

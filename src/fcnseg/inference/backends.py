@@ -37,7 +37,7 @@ from torch import nn
 from fcnseg.errors import FcnsegError
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"  # of an exported model
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 FOLD_TOLERANCE = 1e-3  # relative to the logits' scale; folding only reorders float rounding
 
 
@@ -130,19 +130,23 @@ def select_backend(
     backend: str = "auto",
     onnx_path: str | Path | None = None,
     device: torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[Any, str]:
     """The network for the Predictor and a few words on it, by the rule in the module docstring.
 
     "auto" takes ONNX Runtime only for a float export that matches the checkpoint; a stale or
-    foreign file beside the checkpoint is passed over with a note. "onnx" insists on it.
+    foreign file beside the checkpoint is passed over with a note. "onnx" insists on it, and
+    "openvino" runs the same file in OpenVINO (fcnseg.inference.openvino) at `precision`.
     """
     if backend not in BACKENDS:
         raise FcnsegError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}.")
     weights = model.state_dict()
     onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(checkpoint_path)
     on_cpu = device is None or device.type == "cpu"
-    if backend == "onnx":
-        return matching_export(checkpoint_path, onnx_path, weights), f"onnxruntime ({onnx_file})"
+    if backend in ("onnx", "openvino"):
+        runner = matching_export(checkpoint_path, onnx_path, weights, backend, precision)
+        name = "onnxruntime" if backend == "onnx" else f"openvino {precision}"
+        return runner, f"{name} ({onnx_file})"
     note = ""
     if backend == "auto" and on_cpu and onnx_file.is_file() and _has_onnxruntime():
         try:
@@ -160,17 +164,26 @@ def select_backend(
 
 
 def matching_export(
-    checkpoint_path: str | Path, onnx_path: str | Path | None, weights: dict[str, torch.Tensor]
-) -> OnnxModel:
-    """The export --backend onnx asks for (--onnx FILE, else the one beside the checkpoint),
-    refused unless it exists and was exported from these weights."""
+    checkpoint_path: str | Path,
+    onnx_path: str | Path | None,
+    weights: dict[str, torch.Tensor],
+    backend: str = "onnx",
+    precision: str = "fp32",
+) -> Any:
+    """The export --backend onnx / openvino asks for (--onnx FILE, else the one beside the
+    checkpoint), refused unless it exists and was exported from these weights."""
     onnx_file = Path(onnx_path) if onnx_path else default_onnx_path(checkpoint_path)
     if not onnx_file.is_file():
         raise FcnsegError(
-            f"--backend onnx needs an exported model, and {onnx_file} does not exist; run "
+            f"--backend {backend} needs an exported model, and {onnx_file} does not exist; run "
             f"fcnseg export {checkpoint_path} first, or pass --onnx FILE."
         )
-    runner = OnnxModel(onnx_file)
+    if backend == "openvino":
+        from fcnseg.inference.openvino import OpenVinoModel  # optional: only when asked for
+
+        runner: Any = OpenVinoModel(onnx_file, precision)
+    else:
+        runner = OnnxModel(onnx_file)
     runner.check_matches(weights)
     return runner
 
@@ -247,15 +260,22 @@ class OnnxModel:
 
     def check_matches(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Refuse a file exported from other weights than these (or not by fcnseg at all)."""
-        if "fingerprint" not in self.metadata:
-            raise FcnsegError(
-                f"{self.path} was not written by fcnseg export (no fcnseg metadata); export the "
-                "checkpoint with: fcnseg export CHECKPOINT."
-            )
-        expected = fingerprint(state_dict)
-        if self.metadata["fingerprint"] != expected:
-            raise FcnsegError(
-                f"{self.path} was exported from a different checkpoint (weights fingerprint "
-                f"{self.metadata['fingerprint']}, this checkpoint's is {expected}); export this "
-                "checkpoint again with fcnseg export, or pass the matching --onnx file."
-            )
+        check_fingerprint(self.path, self.metadata, state_dict)
+
+
+def check_fingerprint(
+    path: Path, metadata: dict[str, Any], state_dict: dict[str, torch.Tensor]
+) -> None:
+    """Refuse an exported file whose metadata names other weights than these, or none."""
+    if "fingerprint" not in metadata:
+        raise FcnsegError(
+            f"{path} was not written by fcnseg export (no fcnseg metadata); export the "
+            "checkpoint with: fcnseg export CHECKPOINT."
+        )
+    expected = fingerprint(state_dict)
+    if metadata["fingerprint"] != expected:
+        raise FcnsegError(
+            f"{path} was exported from a different checkpoint (weights fingerprint "
+            f"{metadata['fingerprint']}, this checkpoint's is {expected}); export this "
+            "checkpoint again with fcnseg export, or pass the matching --onnx file."
+        )
