@@ -209,7 +209,7 @@ def build_cases() -> list[tuple[str, list[str]]]:
         cases.append(
             (f"train --set {override}", ["train", "{config}", "--out", "{new}", "--set", override])
         )
-        if not override.startswith("model."):  # inspect builds no model
+        if not override.startswith(("model.", "loss.")):  # inspect builds no model, no loss
             cases.append((f"inspect --set {override}", ["inspect", "{data}", "--set", override]))
     for override in BAD_OVERRIDES[::3]:  # the demo takes the same overrides: a sample
         cases.append((f"demo --set {override}", ["demo", "--out", "{new}", "--set", override]))

@@ -48,10 +48,10 @@ class DataConfig:
     kind: Literal["synthetic", "folder", "coco"] = "synthetic"
     root: str | None = None  # folder datasets: <root>/<split>/images and <root>/<split>/masks
     layout: Literal["auto", "folder", "lists", "voc", "camvid"] = "auto"  # see data/layouts.py
-    num_classes: int = 4
-    class_names: list[str] | None = None
-    ignore_index: int = 255
-    # How masks store classes; see fcnseg.data.masks.encodings and fcnseg.data.classes.
+    num_classes: int = 4  # model outputs: the classes to learn (1: one sigmoid output, binary)
+    class_names: list[str] | None = None  # one per class; None: the class table's, or numbers
+    ignore_index: int = 255  # the label of pixels no loss or score counts (outside the classes)
+    # How masks store classes; see fcnseg.data.masks.encodings and fcnseg.data.masks.classes.
     mask_encoding: Literal["auto", "index", "binary", "palette", "rgb"] = "auto"
     classes: str | None = None  # class table: classes.txt, .yaml or class_dict.csv (in root)
     colors: list[tuple[int, int, int]] | None = None  # RGB of each class: an inline colour table
@@ -61,13 +61,13 @@ class DataConfig:
     image_bit_depth: int | None = None  # bits used by the stored values (e.g. 12); None: the file's
     # "bit_depth": 0..2^bits-1 -> 0..255; "per_image": each image's min..max stretched
     image_scaling: Literal["bit_depth", "per_image"] = "bit_depth"
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: str = "train"  # the split training learns from
+    val_split: str = "val"  # the split scored after each epoch (and chosen best.pt by)
     # Generated data only: how many images and their size (deliberately not multiples of 32).
     synthetic_train: int = 400
-    synthetic_val: int = 100
-    synthetic_size: tuple[int, int] = (180, 240)
-    augment: Literal["none", "light", "dihedral", "strong"] = "light"  # data/transforms.py
+    synthetic_val: int = 100  # generated validation images
+    synthetic_size: tuple[int, int] = (180, 240)  # (H, W) of the generated images
+    augment: Literal["none", "light", "dihedral", "strong"] = "light"  # see data/transforms.py
     crop_size: tuple[int, int] | None = None  # random training crop (H, W), padded with ignore
     train_resize: tuple[int, int] | None = None  # (H, W) training images are resized to first
     train_scale: float = 1.0  # or scaled by this first (2.0: small objects at twice the pixels)
@@ -75,10 +75,10 @@ class DataConfig:
     # logits back to the image's size: 0.5 for a model trained on half-resolution images.
     inference_scale: float = 1.0
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the "strong" preset
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    batch_size: int = 8
-    num_workers: int = 0
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # per channel, of images scaled to 0..1
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)  # (x - mean) / std: ImageNet's by default
+    batch_size: int = 8  # images per training step (per process under torchrun)
+    num_workers: int = 0  # data loading processes beside training (0: in the training process)
     # Instance task, data.kind "coco": the COCO JSON of each split, e.g. {train: ann/train.json},
     # relative to data.root unless absolute; a split not named here reads
     # <root>/annotations/<split>.json. Images: <root>/<split>/images (fcnseg.data.instances.coco).
@@ -87,14 +87,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "unet"
+    name: str = "unet"  # a registered model: `fcnseg models` lists them with their options
     options: dict[str, Any] = field(default_factory=dict)  # the model's own keyword options
 
 
 @dataclass
 class LossTerm:
     name: str = "cross_entropy"  # see fcnseg.losses.LOSSES for the choices
-    weight: float = 1.0
+    weight: float = 1.0  # this term's factor in the sum, > 0
     options: dict[str, Any] = field(default_factory=dict)  # the loss's own keyword options
 
 
@@ -108,18 +108,18 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 10  # passes over the training split
     max_minutes: float | None = None  # stop at whichever comes first: epochs or this budget
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW, or SGD with momentum
+    lr: float = 3e-3  # the peak learning rate, reached after the warmup
+    weight_decay: float = 1e-4  # decoupled (AdamW) or L2 (SGD)
     momentum: float = 0.9  # SGD only
     schedule: Literal["poly", "cosine", "constant"] = "poly"  # after linear warmup
-    warmup_fraction: float = 0.05
+    warmup_fraction: float = 0.05  # of the training spent raising the learning rate from 0
     grad_clip: float | None = None  # clip the gradients' total L2 norm to this
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds loss scaling
     early_stopping_patience: int | None = None  # stop after this many epochs without a best
-    seed: int = 0
+    seed: int = 0  # weights, shuffling and augmentation follow from it: a rerun is the same
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
@@ -178,14 +178,15 @@ class InferenceConfig:
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = "run"  # the run folder's name: <output_dir>/<name>, unless --out gives one
     # "semantic": a class per pixel; "instance": objects told apart (instance maps, mask AP)
     task: Literal["semantic", "instance"] = "semantic"
-    output_dir: str = "runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs"  # where run folders are made; a name cannot leave it
+    data: DataConfig = field(default_factory=DataConfig)  # the dataset and how it is read
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network
+    loss: LossConfig = field(default_factory=LossConfig)  # what training minimises
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, budget
+    # What `fcnseg evaluate` and `fcnseg predict` may run after the network
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@
     lists   <root>/images/*, <root>/masks/* and <root>/<split>.txt (or <root>/splits/<split>.txt)
             naming the split's items, one per line
     voc     <root>/JPEGImages, <root>/SegmentationClass, <root>/ImageSets/Segmentation/<split>.txt
-            (PASCAL VOC; point data.root at the VOC2012 folder)
+            (PASCAL VOC; data.root is the VOC2012 folder, or VOCdevkit, or the folder holding
+            VOCdevkit: the one VOC* folder found there is read, and named once in the log)
     camvid  <root>/<split>/* and <root>/<split>annot/* (the SegNet tutorial's CamVid)
 
 Detection tries them in the order voc, camvid, folder, lists; data.layout names one instead.
@@ -15,6 +16,7 @@ An annotation tool's unconverted export (CVAT, COCO, Label Studio) is refused wi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fcnseg.data.images import IMAGE_SUFFIXES
@@ -31,6 +33,10 @@ class Layout:
 
     def matches(self, root: Path) -> bool:
         return bool(self.splits(root))
+
+    def describe(self, root: Path) -> str:
+        """The description, with the folder actually read where it is not data.root itself."""
+        return self.description
 
     def splits(self, root: Path) -> list[str]:
         raise NotImplementedError
@@ -70,20 +76,66 @@ class ListsLayout(Layout):
         return next((path for path in candidates if path.is_file()), candidates[0])
 
 
+def _is_voc(folder: Path) -> bool:
+    return (folder / "JPEGImages").is_dir() and (folder / "SegmentationClass").is_dir()
+
+
+def find_voc_folder(root: Path) -> Path | None:
+    """The PASCAL VOC folder data.root stands for: itself, or the one VOC* folder (VOC2012, ...)
+    in it or in its VOCdevkit/ (as the VOC archive unpacks); None when there is none. Several
+    (VOC2007 and VOC2012 side by side) are an error: which one is meant cannot be guessed."""
+    if _is_voc(root):
+        return root
+    found = [
+        folder
+        for parent in (root, root / "VOCdevkit")
+        for folder in sorted(parent.glob("VOC*"))
+        if _is_voc(folder)
+    ]
+    if len(found) > 1:
+        listed = ", ".join(str(folder.relative_to(root)) for folder in found)
+        raise FcnsegError(
+            f"{root} holds {len(found)} PASCAL VOC folders ({listed}); set data.root to the one "
+            f"to read, e.g. {found[-1]}."
+        )
+    return found[0] if found else None
+
+
+_ANNOUNCED: set[Path] = set()  # VOC folders already named in the log (once per process)
+
+
 class VocLayout(Layout):
+    """PASCAL VOC, in data.root or in the VOC* folder below it that `find_voc_folder` finds."""
+
     name, description = "voc", "PASCAL VOC (JPEGImages, SegmentationClass, ImageSets)"
 
     def matches(self, root: Path) -> bool:
-        return (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir()
+        return find_voc_folder(root) is not None
+
+    def base(self, root: Path) -> Path:
+        """The folder holding JPEGImages: data.root, or the VOC folder found below it (said once,
+        so that a run on VOC2007 meant as VOC2012 shows it). data.root itself when there is none
+        (data.layout: voc named on another folder), for find_pairs to say what is missing."""
+        folder = find_voc_folder(root) or root
+        if folder != root and folder not in _ANNOUNCED:
+            _ANNOUNCED.add(folder)
+            logging.getLogger(__name__).warning(
+                "data.root %s holds PASCAL VOC in %s: reading that folder.", root, folder
+            )
+        return folder
+
+    def describe(self, root: Path) -> str:
+        folder = self.base(root)
+        return self.description + ("" if folder == root else f", in {folder}")
 
     def splits(self, root: Path) -> list[str]:
-        return sorted(p.stem for p in _texts(root / "ImageSets" / "Segmentation"))
+        return sorted(p.stem for p in _texts(self.base(root) / "ImageSets" / "Segmentation"))
 
     def folders(self, root: Path, split: str) -> tuple[Path, Path]:
-        return root / "JPEGImages", root / "SegmentationClass"
+        return self.base(root) / "JPEGImages", self.base(root) / "SegmentationClass"
 
     def list_file(self, root: Path, split: str) -> Path | None:
-        return root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        return self.base(root) / "ImageSets" / "Segmentation" / f"{split}.txt"
 
 
 class CamVidLayout(Layout):

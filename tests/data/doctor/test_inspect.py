@@ -8,10 +8,10 @@ import pytest
 
 from fcnseg import FcnsegError
 from fcnseg.cli import main
-from fcnseg.config import DataConfig
+from fcnseg.config import DataConfig, LossConfig
 from fcnseg.data.doctor.inspect import check_before_training, inspect_data
 from fcnseg.data.doctor.report import suggest_loss
-from fcnseg.losses import median_frequency_weights
+from fcnseg.losses import median_frequency_weights, resolve_class_weights
 from tests.conftest import write_pair
 
 BLACK = np.zeros((4, 4, 3), np.uint8)
@@ -70,6 +70,15 @@ def test_inferred_classes_and_the_cli_account(tmp_path: Path, capsys: pytest.Cap
     summary = json.loads((tmp_path / "out" / "inspect.json").read_text())
     assert summary["splits"]["train"]["class_pixels"] == [20, 4, 6]
     assert summary["class_weights"] == pytest.approx([9 / 14, 12 / 7, 1.0])
+    # Beside them, the weights loss.class_weights: sqrt_median_frequency would train with.
+    sqrt = resolve_class_weights(
+        LossConfig(class_weights="sqrt_median_frequency"), lambda: ([20, 4, 6], [30, 16, 14])
+    ).class_weights
+    assert summary["class_weights_sqrt"] == pytest.approx(sqrt)
+    assert sqrt == pytest.approx([(9 / 14) ** 0.5, (12 / 7) ** 0.5, 1.0])
+    row = next(line for line in printed.splitlines() if line.startswith(" 1 class 1"))
+    assert row.split()[-2:] == ["1.7143", "1.3093"]  # 12/7 and its square root
+    assert summary["loss_advice"]["config"] == {"loss": {"terms": [{"name": "cross_entropy"}]}}
 
 
 def test_errors_make_inspect_exit_non_zero_and_train_refuse(tmp_path: Path, capsys):
@@ -127,5 +136,5 @@ def test_loss_suggestion_follows_the_balance():
     assert "plain cross-entropy" in reason
     assert sections == {"loss": {"terms": [{"name": "cross_entropy"}]}}
     reason, sections = suggest_loss(np.array([10_000, 50, 800]))
-    assert "200-fold" in reason and sections["loss"]["class_weights"] == "median_frequency"
-    # Two classes: see test_binary_doctor.py.
+    assert "200-fold" in reason and sections["loss"]["class_weights"] == "sqrt_median_frequency"
+    # The rule's bands and CamVid: test_advice.py; two classes: test_binary_doctor.py.

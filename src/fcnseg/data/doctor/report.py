@@ -7,54 +7,29 @@ Badrinarayanan et al. 2017), from the training split:
     weight_c = median over classes of freq / freq_c
 
 so a class as frequent as the median weighs 1 and rarer classes more (ignored pixels count for
-nothing). A class absent from training gets weight 1, as `loss.class_weights: median_frequency`
-gives it: there is nothing to weigh. They are computed by fcnseg.losses from this scan's counts,
-the one implementation. The chart (fcnseg.report.figures.plot_class_pixels) shows each class's
-share of the labelled pixels per split, in the dataset's own class colours.
+nothing), and beside them their square roots (`loss.class_weights: sqrt_median_frequency`), the
+gentler weights the advice picks for imbalanced data (advice.py says why). A class absent from
+training gets weight 1, as `loss.class_weights: median_frequency` gives it: there is nothing to
+weigh. They are computed by fcnseg.losses from this scan's counts, the one implementation (the
+square root is only shown here). The chart (fcnseg.report.figures.plot_class_pixels) shows each
+class's share of the labelled pixels per split, in the dataset's own class colours.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fcnseg.data.doctor.advice import suggest_loss
 from fcnseg.data.doctor.findings import counted
 from fcnseg.data.doctor.inspect import Inspection, SplitScan
 
-
-def suggest_loss(class_pixels: np.ndarray) -> tuple[str, dict[str, dict[str, Any]]]:
-    """A loss to start from, from the class balance: in words, and as config sections (`loss`,
-    and `data` where two classes are best learned by one sigmoid output)."""
-    share = class_pixels / max(class_pixels.sum(), 1)
-    present = share[share > 0]
-    spread = float(present.max() / present.min()) if len(present) else 1.0
-    if len(class_pixels) == 2:
-        return _binary_loss(share)
-    if spread <= 10:
-        reason = f"classes within {spread:.0f}-fold: plain cross-entropy"
-        return reason, {"loss": {"terms": [{"name": "cross_entropy"}]}}
-    terms = [{"name": "cross_entropy"}, {"name": "dice", "weight": 1.0}]
-    reason = f"class pixels differ {spread:.0f}-fold: weighted cross-entropy plus Dice for the "
-    reason += "small classes"
-    return reason, {"loss": {"terms": terms, "class_weights": "median_frequency"}}
-
-
-def _binary_loss(share: np.ndarray) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Two classes: one sigmoid output (data.num_classes: 1) with binary cross-entropy; when a
-    class is rare, its foreground weighted and Dice added, which scores the rare class's overlap
-    as a whole rather than by its few pixels."""
-    data = {"num_classes": 1}
-    if share.min() >= 0.1:
-        reason = "binary, classes balanced: one sigmoid output and binary cross-entropy"
-        return reason, {"data": data, "loss": {"terms": [{"name": "binary_cross_entropy"}]}}
-    terms = [{"name": "binary_cross_entropy"}, {"name": "dice", "weight": 1.0}]
-    reason = f"binary with a rare class ({share.min():.1%} of the pixels): one sigmoid output, "
-    reason += "binary cross-entropy weighted by median frequency, plus Dice"
-    return reason, {"data": data, "loss": {"terms": terms, "class_weights": "median_frequency"}}
+__all__ = ["format_report", "inspection_dict", "suggest_loss", "training_scan"]
 
 
 def training_scan(inspection: Inspection, train_split: str) -> SplitScan:
@@ -92,7 +67,7 @@ def _header(inspection: Inspection) -> list[str]:
     masks = sum(len(scan.masks) for scan in inspection.splits)
     return [
         f"dataset  {inspection.root}  ({masks} masks read in {inspection.seconds:.1f} s)",
-        f"layout   {inspection.layout.name}: {inspection.layout.description}",
+        f"layout   {inspection.layout.name}: {inspection.layout.describe(inspection.root)}",
         f"classes  {classes}",
         f"masks    {reader.format.codec.description}; files by mode: {_listed(mask_files)}",
         f"images   {_listed(kinds)}",
@@ -113,14 +88,15 @@ def _class_table(inspection: Inspection, weights: np.ndarray) -> list[str]:
     names = inspection.reader.class_names
     width = max(len(name) for name in [*names, "ignored"]) + 4
     header = f"{'class':<{width}}" + "".join(f"{scan.name:>16}" for scan in inspection.splits)
-    lines = ["", "pixels per class (share of labelled pixels)", header + f"{'weight':>9}"]
+    columns = f"{'weight':>9}{'sqrt':>8}"
+    lines = ["", "pixels per class (share of labelled pixels)", header + columns]
     for label, name in enumerate(names):
         row = f"{label:>2} {name:<{width - 3}}"
         for scan in inspection.splits:
             pixels = scan.class_pixels[label]
             share = pixels / max(scan.class_pixels.sum(), 1)
             row += f"{_amount(pixels):>9} {share:>6.1%}" if pixels else f"{'absent':>16}"
-        lines.append(row + f"{weights[label]:>9.4f}")
+        lines.append(row + f"{weights[label]:>9.4f}{np.sqrt(weights[label]):>8.4f}")
     ignored = "".join(f"{_amount(scan.ignored_pixels):>9}       " for scan in inspection.splits)
     return [*lines, f"{'   ignored':<{width}}{ignored}".rstrip()]
 
@@ -130,7 +106,8 @@ def format_report(
 ) -> str:
     """The whole account as text, ending with the verdict. `weights` are the median-frequency
     class weights of the training split (fcnseg.losses.median_frequency_weights of its counts:
-    the data layer computes no loss weights of its own)."""
+    the data layer computes no loss weights of its own; the sqrt column only shows their square
+    roots, as `sqrt_median_frequency` takes them)."""
     scan = training_scan(inspection, train_split)
     reason, sections = suggest_loss(scan.class_pixels)
     lines = [*_header(inspection), *_split_table(inspection), *_class_table(inspection, weights)]
@@ -138,8 +115,9 @@ def format_report(
         "",
         f"weights  median frequency balancing over '{scan.name}' (as SegNet): weight_c = "
         "median(freq) / freq_c,",
-        "         freq_c = pixels of class c / labelled pixels of the images that contain c",
-        f"loss     {reason}",
+        "         freq_c = pixels of class c / labelled pixels of the images that contain c;",
+        "         sqrt: their square roots (loss.class_weights: sqrt_median_frequency)",
+        *textwrap.wrap(f"loss     {reason}", 100, subsequent_indent=" " * 9),
         *(f"         {name}: {json.dumps(section)}" for name, section in sections.items()),
     ]
     findings = inspection.findings
@@ -160,6 +138,7 @@ def inspection_dict(
 ) -> dict[str, Any]:
     """Everything of the report as plain data, for inspect.json."""
     reader = inspection.reader
+    reason, sections = suggest_loss(training_scan(inspection, train_split).class_pixels)
     return {
         "root": str(inspection.root),
         "layout": inspection.layout.name,
@@ -168,6 +147,8 @@ def inspection_dict(
         "colors": reader.palette[: len(reader.class_names)].tolist(),
         "ignored_values": reader.format.ignored,
         "class_weights": np.asarray(weights).tolist(),
+        "class_weights_sqrt": np.sqrt(weights).tolist(),
+        "loss_advice": {"reason": reason, "config": sections},
         "splits": {
             s.name: {
                 "pairs": s.pairs,

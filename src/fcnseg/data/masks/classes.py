@@ -8,8 +8,10 @@ a name and optionally a colour. It comes from, in this order:
     <root>/classes.txt    "index name r,g,b" per line, as the SegNet tutorial's CamVid has
     <root>/classes.yaml   a list of {name, color, index?, ignore?}
     <root>/class_dict.csv "name,r,g,b" with a header line (the Kaggle CamVid layout)
-    built in              the PASCAL VOC names and palette for the voc layout, and SegNet's
-                          CamVid classes for the camvid layout
+                          (for the voc layout, also in the VOC folder data.root leads to)
+    built in              the PASCAL VOC names and palette for the voc layout (data.class_names,
+                          when given, name VOC's palette indices 0, 1, ... instead), and
+                          SegNet's CamVid classes for the camvid layout
 
 A row whose name contains the word "void" or "ignore" (CamVid's "Unlabelled(void,ignore)") is a
 label to ignore unless data.ignore_labels says otherwise; labels.py turns that into training labels.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fcnseg.config import DataConfig
+from fcnseg.data.layouts import find_voc_folder
 from fcnseg.errors import FcnsegError
 from fcnseg.text_files import load_yaml, read_text
 
@@ -213,7 +216,13 @@ def find_class_table(config: DataConfig, root: Path, layout: str) -> ClassTable 
         rows = zip(names, config.colors, strict=True)
         entries = tuple(ClassEntry(i, name, tuple(c)) for i, (name, c) in enumerate(rows))
         return ClassTable(entries, "data.colors")
-    for name in TABLE_FILES:
-        if (root / name).is_file():
-            return read_class_table(root / name)
+    voc = find_voc_folder(root) if layout == "voc" and root.is_dir() else None
+    for folder in dict.fromkeys([root, *([voc] if voc else [])]):  # VOC's own folder too
+        for name in TABLE_FILES:
+            if (folder / name).is_file():
+                return read_class_table(folder / name)
+    if layout == "voc" and config.class_names:  # the user's names for VOC's palette indices
+        rows = enumerate(config.class_names)
+        entries = tuple(_entry(value, name, _voc_colour(value)) for value, name in rows)
+        return ClassTable(entries, "data.class_names, in VOC's palette")
     return BUILT_IN.get(layout)
