@@ -9,6 +9,8 @@ per second at 1x3x360x480 and 4x3x360x480 through:
     fcnseg onnxrt fp32     the exported model in ONNX Runtime: the default CPU path once exported
     fcnseg torch bf16      the folded channels-last model under bf16 autocast (AVX-512 BF16)
     fcnseg onnxrt int8     static int8 (QDQ, per-channel weights) via fcnseg.export.int8
+    fcnseg openvino ...    the same two files in OpenVINO (fp32, bf16 hint, int8), when the
+                           openvino extra is installed
 
 All paths are timed in one process, alternating between them, so that a change in the machine's
 load hits them alike. GFLOP per image are counted with torch.utils.flop_counter (a multiply-add
@@ -29,6 +31,7 @@ it was built. Run:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -175,12 +178,19 @@ def fcnseg_runs(model: nn.Module, scratch: Path, calibration: list) -> dict[str,
     int8_path = quantize_static_int8(float_path, scratch / "int8.onnx", images)
     folded, _ = prepare_for_cpu(model, channels=3)
     threads = torch.get_num_threads()
-    return {
+    runs: dict[str, Run] = {
         "fcnseg torch fp32": eager(folded, channels_last=True),
         "fcnseg onnxrt fp32": OnnxModel(float_path, threads),
         "fcnseg torch bf16": eager(folded, channels_last=True, bf16=True),
         "fcnseg onnxrt int8": OnnxModel(int8_path, threads),
     }
+    if importlib.util.find_spec("openvino") is not None:  # the openvino extra
+        from fcnseg.inference.openvino import OpenVinoModel
+
+        runs["fcnseg openvino fp32"] = OpenVinoModel(float_path, "fp32", threads)
+        runs["fcnseg openvino bf16"] = OpenVinoModel(float_path, "bf16", threads)
+        runs["fcnseg openvino int8"] = OpenVinoModel(int8_path, "fp32", threads)
+    return runs
 
 
 def trained_model(name: str, options: dict, checkpoint: str | None) -> tuple[nn.Module, bool]:
@@ -236,7 +246,8 @@ def benchmark(architecture: tuple, smp, args: argparse.Namespace) -> dict:
         reference = runs["fcnseg onnxrt fp32"]
         changes = {
             key: label_change(reference, runs[key], pairs, trained)
-            for key in ("fcnseg torch bf16", "fcnseg onnxrt int8")
+            for key in runs
+            if key.startswith("fcnseg") and not key.endswith("fp32")
         }
     return {"one": one, "four": four, "gflop": gflop, "changes": changes}
 
