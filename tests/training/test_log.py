@@ -60,3 +60,21 @@ def test_the_bar_takes_step_reports_with_and_without_a_budget(tmp_path: Path):
     for budget in (None, 20.0):
         with log.epoch_bar("epoch 1", 4, budget) as advance:
             advance(StepReport(0.5, 10.0, 1e-3, 0.25, None if budget is None else 300.0))
+
+
+def test_each_epoch_records_the_validation_loss_of_the_training_loss_function(tmp_path: Path):
+    import json
+
+    import torch
+
+    trainer = make_trainer(tiny_config("train.epochs=1"), tmp_path)
+    trainer.fit()
+    entry = json.loads((tmp_path / "history.json").read_text())[-1]
+    # The same loss on the same val images, computed here by hand through the Predictor.
+    predictor = trainer.predictor()
+    total = count = 0
+    with torch.no_grad():
+        for images, masks in trainer.val_loader:
+            total += float(trainer.loss_fn(predictor.logits(images), masks)) * len(images)
+            count += len(images)
+    assert entry["val_loss"] == pytest.approx(total / count, rel=1e-5)

@@ -18,6 +18,7 @@ one by one, which lets a huge image be predicted in bands with augmentation too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -156,12 +157,21 @@ class Predictor:
             yield top, labels_from_logits(logits[None])[0]
 
     def evaluate(
-        self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], matrix: ConfusionMatrix
-    ) -> ConfusionMatrix:
-        """Accumulate every (image, mask) batch into `matrix` and return it."""
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        matrix: ConfusionMatrix,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> float:
+        """Accumulate every (image, mask) batch into `matrix`; with `loss_fn(logits, masks)`,
+        return its mean over the images (validation loss; NaN without one)."""
+        total, images_seen = 0.0, 0
         for images, masks in batches:
-            matrix.update(self.labels(images), masks)
-        return matrix
+            logits = self.logits(images)  # (N, K, H, W) at the masks' size
+            matrix.update(labels_from_logits(logits), masks)
+            if loss_fn is not None:
+                total += float(loss_fn(logits.float(), masks)) * len(images)
+                images_seen += len(images)
+        return total / images_seen if images_seen else math.nan
 
     def use_tiles(self, count: int, height: int, width: int) -> bool:
         """Whether (count, C, height, width) images go through tiles: the mode, or in "auto",

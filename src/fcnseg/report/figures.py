@@ -148,7 +148,7 @@ def gallery_figure(
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Training loss, validation mIoU and the learning rate against epoch, side by side."""
+    """Training and validation loss, validation mIoU and the learning rate against epoch."""
     figure = curves_figure(history)
     figure.savefig(path, dpi=100)
 
@@ -157,8 +157,12 @@ def curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     """The figure of plot_curves, for callers that render it themselves (report.html)."""
     epochs = [entry["epoch"] for entry in history]
     figure, (left, middle, right) = _subplots(1, 3, figsize=(14, 3.6))
-    left.plot(epochs, [entry["train_loss"] for entry in history], marker="o")
-    left.set(title="training loss", xlabel="epoch", ylabel="loss")
+    left.plot(epochs, [entry["train_loss"] for entry in history], marker="o", label="training")
+    if any("val_loss" in entry for entry in history):  # runs from before it have none
+        values = [entry.get("val_loss", math.nan) for entry in history]
+        left.plot(epochs, values, marker="o", color="tab:orange", label="validation")
+        left.legend()
+    left.set(title="loss", xlabel="epoch", ylabel="loss")
     middle.plot(epochs, [entry["val_miou"] for entry in history], marker="o", color="tab:green")
     middle.set(title="validation mIoU", xlabel="epoch", ylabel="mIoU", ylim=(0, 1))
     # The learning rate at each epoch's end: where a plateau or a jump in the loss came from.

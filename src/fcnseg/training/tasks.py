@@ -58,19 +58,31 @@ class SemanticTask:
     best_field = "best_miou"
     score_name = "val mIoU"
 
+    def __init__(self) -> None:
+        self.loss = math.nan  # the last validation's mean loss (history: val_loss)
+
     def validate(self, trainer: Trainer) -> Scores:
+        """Scores of the val batches; their mean loss (the training loss, on the whole val
+        images as the Predictor scores them) is kept in self.loss for the history."""
         matrix = ConfusionMatrix(len(trainer.class_names), trainer.config.data.ignore_index)
         batches = trainer.val_loader
         limit = trainer.config.train.val_images
         if limit is not None:  # whole batches of this rank's share, at least `limit` images
             batches = itertools.islice(batches, math.ceil(limit / trainer.config.data.batch_size))
-        with trainer.autocast():
-            trainer.predictor().evaluate(batches, matrix)
+        loss_fn = trainer.loss_fn if callable(trainer.loss_fn) else None
+        with trainer.autocast(), torch.no_grad():
+            loss = trainer.predictor().evaluate(batches, matrix, loss_fn)
         distributed.sum_across_ranks(matrix.matrix)
+        totals = distributed.sum_across_ranks(torch.tensor([loss, 1.0], dtype=torch.float64))
+        self.loss = float(totals[0] / totals[1])  # the mean of the ranks' means
         return matrix.compute()
 
     def history_figures(self, scores: Scores) -> dict[str, float]:
-        return {"val_miou": scores.miou, "val_pixel_accuracy": scores.pixel_accuracy}
+        return {
+            "val_miou": scores.miou,
+            "val_pixel_accuracy": scores.pixel_accuracy,
+            "val_loss": self.loss,
+        }
 
     def selection_score(self, scores: Scores) -> float:
         return scores.miou
