@@ -2,15 +2,18 @@
 
     fcnseg demo [--task semantic|instance] [--out DIR] [--overwrite] [--set key=value ...]
     fcnseg train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
-    fcnseg train --resume RUN_DIR [--set train.epochs=N]
+    fcnseg train --resume RUN [--set train.epochs=N]      (RUN: a run folder or its last.pt)
     fcnseg evaluate CHECKPOINT --data DIR [--split val] [--out DIR] [--flip] [--scales ...]
                     [--crf] [--crf-set key=value ...]
     fcnseg inspect DATA_DIR [--config CONFIG] [--set key=value ...] [--out DIR] [--overwrite]
-    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx|openvino] [--flip] ...
+    fcnseg predict CHECKPOINT IMAGE_OR_DIR --out DIR [--backend auto|torch|onnx|openvino]
+                   [--flip] ... [--skip-existing]   (under torchrun: files shared among ranks)
     fcnseg export CHECKPOINT [--out FILE] [--overwrite] [--int8 --calibrate DIR [--force]]
     fcnseg models
     fcnseg convert {cvat,coco,label-studio} SRC --out DIR [--task semantic|instance]
                    [--images DIR] [--classes A,B,...] [--overwrite]
+    fcnseg serve CHECKPOINT_OR_ONNX [--host 127.0.0.1] [--port 8000] [--max-upload-mb 32]
+                 [--max-pixels 50000000] [--max-queue 16] [--backend ...] [--mode ...] ...
 
 A user's mistake (FcnsegError) is printed as one sentence with exit status 2, no traceback.
 Ctrl-C ends a command with "interrupted" (status 130), SIGTERM likewise with "terminated"
@@ -20,11 +23,37 @@ Ctrl-C ends a command with "interrupted" (status 130), SIGTERM likewise with "te
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from fcnseg.errors import FcnsegError
+
+DESCRIPTION = """\
+Semantic and instance segmentation with fully convolutional networks: train a model on your
+images, measure it honestly, see what it does, and deploy it."""
+EPILOG = """\
+examples:
+  fcnseg demo                                 shapes -> trained U-Net -> runs/demo/report.html
+  fcnseg inspect data/camvid                  what a dataset holds, what would spoil training
+  fcnseg train camvid --set train.epochs=50   a packaged recipe (or your YAML file)
+  fcnseg predict runs/demo/best.pt photos/ --out masks/      masks and overlays of your images
+
+`fcnseg COMMAND --help` lists a command's options."""
+
+
+def _version() -> str:
+    """The installed distribution's version; the package's own where it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fcnseg")
+    except PackageNotFoundError:
+        from fcnseg import __version__
+
+        return __version__
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +83,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="fcnseg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(
+        prog="fcnseg",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fcnseg {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate shapes, train, evaluate and report")
@@ -71,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train from a YAML config or a packaged recipe")
     train.add_argument("config", nargs="?", help="YAML file, or a recipe name such as 'demo'")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue a run exactly where it stopped: its folder, or the last.pt in it",
+    )
     _add_out(train, "run folder (default <output_dir>/<name> from the config)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_set(train)
@@ -81,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="folder dataset root")
     evaluate.add_argument("--split", default="val")
     _add_out(evaluate, "output folder (default <checkpoint folder>/evaluation-<split>)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_inference_options(evaluate)
 
     predict = commands.add_parser("predict", help="masks and overlays for images")
@@ -95,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         "torch; openvino: that export in OpenVINO (fp32, or bf16 with --precision bf16)",
     )
     predict.add_argument("--onnx", metavar="FILE", help="exported model (default: CKPT.onnx)")
+    predict.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep the images whose outputs are complete and predict the rest, in a folder "
+        "an earlier predict made (e.g. after it was stopped); nothing is deleted",
+    )
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_inference_options(predict)
 
@@ -132,12 +178,48 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--task", choices=("semantic", "instance"), default="semantic")
     convert.add_argument("--images", metavar="DIR", help="the images, when the export lacks them")
     convert.add_argument("--classes", metavar="A,B,...", help="label-studio: class names in order")
+    _add_serve(commands.add_parser("serve", help="a page and an HTTP API for a model"))
     return parser
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from fcnseg import commands
+def _add_serve(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("checkpoint", metavar="CHECKPOINT_OR_ONNX")
+    serve.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument("--max-upload-mb", type=float, default=32, help="largest upload (32)")
+    serve.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image")
+    serve.add_argument("--max-queue", type=int, default=16, help="requests at once; more: 503")
+    serve.add_argument("--backend", choices=("auto", "torch", "onnx", "openvino"), default="auto")
+    serve.add_argument("--onnx", metavar="FILE", help="exported model (default: CKPT.onnx)")
+    _add_inference_options(serve)
 
+
+def _load_commands(show_progress: bool) -> Any:
+    """fcnseg.commands, whose import loads PyTorch (seconds on a cold start): meanwhile a line on
+    the terminal says so, where there would be a blank screen (rank 0 alone under torchrun)."""
+    if not show_progress or os.environ.get("RANK", "0") != "0":
+        from fcnseg import commands
+
+        return commands
+    from rich.console import Console
+
+    with Console().status("loading PyTorch"):
+        from fcnseg import commands
+    return commands
+
+
+def _finished(report: Path) -> None:
+    """A run's or an evaluation's headline scores, and its report.html: the page to open (the
+    report.md beside it says the same in text)."""
+    from fcnseg.commands.runs import score_line
+
+    if scores := score_line(report.parent):
+        print(scores)
+    print(f"report: {report.parent / 'report.html'}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    commands = _load_commands(not args.no_progress)
     default_out = "runs/demo" if args.task == "semantic" else "runs/demo-instance"
     report = commands.demo(
         args.out or default_out,
@@ -146,17 +228,18 @@ def _demo(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         task=args.task,
     )
-    print(f"report: {report}")
+    _finished(report)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fcnseg import commands
+    commands = _load_commands(not args.no_progress)
     from fcnseg.training import distributed
 
     if not args.resume and not args.config:
         raise FcnsegError(
-            "fcnseg train needs a CONFIG (a YAML file or recipe) or --resume RUN_DIR."
+            "fcnseg train needs a CONFIG (a YAML file or recipe) or --resume RUN (a run "
+            "folder or its last.pt)."
         )
     distributed.start()  # under torchrun: join the other ranks; nothing in a plain process
     try:
@@ -169,15 +252,14 @@ def _train(args: argparse.Namespace) -> int:
                 config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress
             )
         if distributed.is_main():
-            print(f"report: {report}")
+            _finished(report)
     finally:
         distributed.stop()
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from fcnseg import commands
-
+    commands = _load_commands(not args.no_progress)
     report = commands.evaluate(
         args.checkpoint,
         args.data,
@@ -186,8 +268,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.overwrite,
         options=_inference_options(args),
         crf=_crf_overrides(args),
+        show_progress=not args.no_progress,
     )
-    print(f"report: {report}")
+    _finished(report)
     return 0
 
 
@@ -241,21 +324,30 @@ def _crf_overrides(args: argparse.Namespace) -> list[str] | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fcnseg import commands
-
     if not args.out:
         raise FcnsegError("fcnseg predict needs --out DIR, a folder for the masks and overlays.")
-    failures = commands.predict(
-        args.checkpoint,
-        args.inputs,
-        args.out,
-        args.overwrite,
-        backend=args.backend,
-        onnx_path=args.onnx,
-        options=_inference_options(args),
-        show_progress=not args.no_progress,
-        crf=_crf_overrides(args),
-    )
+    commands = _load_commands(not args.no_progress)
+    from fcnseg.training import distributed
+
+    distributed.start()  # under torchrun: the files are shared out among the ranks
+    try:
+        failures = commands.predict(
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            args.overwrite,
+            backend=args.backend,
+            onnx_path=args.onnx,
+            options=_inference_options(args),
+            show_progress=not args.no_progress,
+            crf=_crf_overrides(args),
+            skip_existing=args.skip_existing,
+        )
+        main_rank = distributed.is_main()
+    finally:
+        distributed.stop()
+    if not main_rank:
+        return 0  # rank 0 reports every rank's failures, and ends with status 1 for them
     print(f"masks and overlays: {args.out}")
     for failure in failures:  # at the end, where they are seen
         print(f"failed: {failure}", file=sys.stderr)
@@ -312,6 +404,16 @@ def _convert(args: argparse.Namespace) -> int:
     return 0 if ready else 1  # non-zero: the doctor found what would spoil training
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from fcnseg.commands.serve import serve
+    from fcnseg.serve.limits import Limits
+
+    limits = Limits.from_flags(args.max_upload_mb, args.max_pixels, args.max_queue)
+    options = (_inference_options(args), _crf_overrides(args))
+    serve(args.checkpoint, args.host, args.port, limits, args.backend, args.onnx, *options)
+    return 0
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "train": _train,
@@ -321,6 +423,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": _inspect,
     "models": _models,
     "convert": _convert,
+    "serve": _serve,
 }
 
 

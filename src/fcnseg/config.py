@@ -124,6 +124,9 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     threads: int | None = None  # torch intra-op threads on CPU; None = torch's default
     val_images: int | None = None  # validate each epoch on the first N (final report: all)
+    # Experiment trackers fed each epoch's scalars and val overlays (fcnseg.training.trackers):
+    # "auto" = tensorboard when installed; or a list of tensorboard, mlflow ([] for none)
+    trackers: Literal["auto"] | list[str] = "auto"
 
 
 def _odd_window(value: Any) -> bool:

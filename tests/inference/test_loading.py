@@ -69,7 +69,7 @@ def test_the_predictor_leaves_its_callers_model_as_it_was():
     ("changes", "message"),
     [
         ({"model": {"name": "unet", "num_classes": "3"}}, "num_classes='3', expected a int"),
-        ({"model": [1, 2]}, "'model' entry is list"),
+        ({"model": [1, 2]}, "'model' entry is a list"),
         ({"class_names": ["sky"]}, "names 1 classes for a model of 3"),
         ({"config": {"trian": {}}}, "its saved config does not load"),
     ],

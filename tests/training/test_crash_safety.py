@@ -92,6 +92,7 @@ def scripted_trainer(run_dir: Path, init_seed: int = 0) -> Trainer:
 
     trainer.train_one_epoch = train_one_epoch
     trainer.validate = lambda: scores(MIOUS[trainer.state.epoch])
+    trainer.task.loss = 0.5  # the scripted validation's loss (NaN would never equal itself)
     return trainer
 
 

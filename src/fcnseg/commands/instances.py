@@ -5,7 +5,8 @@ train(config, ...)       instance data -> instance model -> the Trainer with the
                          -> the report on val
 evaluate(predictor, ...) an instance checkpoint over a split -> metrics.json, report.md,
                          report.html (fcnseg.report.instance_report)
-predict(predictor, ...)  images -> 16-bit ID maps, JSON, overlays (inference/instance_files.py)
+use_export_if_asked(...) --backend onnx / --onnx for `fcnseg predict` (commands/prediction.py),
+                         which writes ID maps, JSON, overlays (inference/instance_files.py)
 inspect(data, ...)       the instance doctor's statistics of each split: lines, inspect.json
                          and instance_sizes.png
 
@@ -23,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
-from fcnseg.commands.runs import run_summary
+from fcnseg.commands.runs import REPORT_STATUS, run_summary, status
 from fcnseg.config import Config, DataConfig, scored_classes
 from fcnseg.data import image_channels, make_loader
 from fcnseg.data.instances import (
@@ -34,8 +35,6 @@ from fcnseg.data.instances import (
 )
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.backends import matching_export
-from fcnseg.inference.files import predict_files
-from fcnseg.inference.instance_files import predict_instance_file
 from fcnseg.inference.instances import (
     ExportedInstanceModel,
     InstancePredictor,
@@ -55,6 +54,20 @@ def train(
     config: Config, run_dir: Path, resume: bool, show_progress: bool, device: torch.device
 ) -> Path:
     """Train an instance model into run_dir (commands.train has seeded and chosen the device)."""
+    with status(f"reading the data and building {config.model.name}", show_progress):
+        trainer, train_set, val_set = _trainer(config, run_dir, show_progress, device)
+        if resume:
+            trainer.resume(run_dir / "last.pt")
+    trainer.fit()
+    if not distributed.is_main():
+        return run_dir / "report.md"  # rank 0 writes it
+    return _final_report(config, trainer, val_set, len(train_set), show_progress)
+
+
+def _trainer(
+    config: Config, run_dir: Path, show_progress: bool, device: torch.device
+) -> tuple[Trainer, InstanceDataset, InstanceDataset]:
+    """The Trainer of an instance run, and its training and validation sets."""
     data = config.data
     train_set = make_instance_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_instance_dataset(data, data.val_split, train=False)
@@ -87,12 +100,7 @@ def train(
         palette=val_set.palette[: len(class_names)],
         task=InstanceTask(),
     )
-    if resume:
-        trainer.resume(run_dir / "last.pt")
-    trainer.fit()
-    if not distributed.is_main():
-        return run_dir / "report.md"  # rank 0 writes it
-    return _final_report(config, trainer, val_set, len(train_set))
+    return trainer, train_set, val_set
 
 
 def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
@@ -107,7 +115,11 @@ def _class_names(config: Config, dataset_names: list[str]) -> list[str]:
 
 
 def _final_report(
-    config: Config, trainer: Trainer, val_set: InstanceDataset, train_images: int
+    config: Config,
+    trainer: Trainer,
+    val_set: InstanceDataset,
+    train_images: int,
+    show_progress: bool = False,
 ) -> Path:
     """Evaluate best.pt on the validation split and write the run's report."""
     best = load_checkpoint(trainer.run_dir / "best.pt")
@@ -116,19 +128,20 @@ def _final_report(
     predictor = instance_predictor_for(
         model, data, trainer.device, trainer.class_names, trainer.palette
     )
-    evaluation = evaluate_instances(predictor, val_set)
+    evaluation = evaluate_instances(predictor, val_set, show_progress=show_progress)
     state = trainer.state
     checkpoint = f"best.pt (epoch {best['epoch']}, val AP {best['best_ap']:.4f})"
     images = (train_images, len(val_set))
     summary = run_summary(config, state, trainer.device, images, checkpoint)
-    return write_instance_report(
-        trainer.run_dir,
-        evaluation,
-        trainer.class_names,
-        state.history,
-        title=f"fcnseg run: {config.name}",
-        summary=summary,
-    )
+    with status(REPORT_STATUS, show_progress):
+        return write_instance_report(
+            trainer.run_dir,
+            evaluation,
+            trainer.class_names,
+            state.history,
+            title=f"fcnseg run: {config.name}",
+            summary=summary,
+        )
 
 
 def evaluate(
@@ -138,6 +151,7 @@ def evaluate(
     split: str,
     out: str | None,
     overwrite: bool,
+    show_progress: bool = False,
 ) -> Path:
     """Every instance score of a checkpoint on a split of `data_dir` (the instance folder
     layout, or COCO for a model trained on COCO files) into metrics.json and the reports."""
@@ -146,44 +160,35 @@ def evaluate(
     dataset = make_instance_dataset(data, split, train=False)
     out_dir = Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}"
     with run_folder(out_dir, overwrite, [checkpoint_path, data_dir], "evaluate"):
-        evaluation = evaluate_instances(predictor, dataset)
+        evaluation = evaluate_instances(predictor, dataset, show_progress=show_progress)
         checkpoint = predictor.checkpoint
-        return write_instance_report(
-            out_dir,
-            evaluation,
-            predictor.class_names,
-            training_history(checkpoint_path, checkpoint),
-            title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
-            summary={"images": len(dataset), "checkpoint": f"epoch {checkpoint.get('epoch')}"},
-        )
+        with status(REPORT_STATUS, show_progress):
+            return write_instance_report(
+                out_dir,
+                evaluation,
+                predictor.class_names,
+                training_history(checkpoint_path, checkpoint),
+                title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
+                summary={
+                    "images": len(dataset),
+                    "checkpoint": f"epoch {checkpoint.get('epoch')}",
+                },
+            )
 
 
-def predict(
-    predictor: InstancePredictor,
-    images: list[Path],
-    names: dict[Path, str],
-    out_dir: Path,
-    overwrite: bool,
-    reads: list[str],
-    onnx: tuple[str, str | None],
-    show_progress: bool,
-) -> list[str]:
-    """<name>.png (16-bit IDs), <name>.json and <name>_overlay.png of each image; the failures.
-    `onnx`: the --backend and --onnx flags. An instance checkpoint runs in PyTorch unless they
-    ask for its export (its raw maps in ONNX Runtime, the post-processing as in PyTorch)."""
-    backend, onnx_path = onnx
+def use_export_if_asked(
+    predictor: InstancePredictor, checkpoint_path: str, backend: str, onnx_path: str | None
+) -> str:
+    """An instance checkpoint runs in PyTorch unless --backend onnx or --onnx FILE ask for its
+    export (its raw maps in ONNX Runtime, the post-processing as in PyTorch): put that into
+    the predictor. Returns a few words on the backend."""
     if isinstance(predictor.model, nn.Module) and (backend == "onnx" or onnx_path):
-        source = predictor.source or Path(reads[0])
+        source = predictor.source or Path(checkpoint_path)
         runner = matching_export(source, onnx_path, predictor.model.state_dict())
         spec = ModelSpec.from_dict(predictor.checkpoint["model"], source)
         predictor.model = ExportedInstanceModel(runner, spec)
-    if show_progress:
-        exported = isinstance(predictor.model, ExportedInstanceModel)
-        print(f"backend: {'onnxruntime' if exported else 'PyTorch'} (post-processing in PyTorch)")
-    with run_folder(out_dir, overwrite, reads, "predict"):
-        return predict_files(
-            predictor, images, out_dir, show_progress, names, write=predict_instance_file
-        )
+    exported = isinstance(predictor.model, ExportedInstanceModel)
+    return f"{'onnxruntime' if exported else 'PyTorch'} (post-processing in PyTorch)"
 
 
 def inspect(data: DataConfig, out_dir: Path, overwrite: bool) -> tuple[str, bool]:

@@ -5,7 +5,10 @@ demo(out, task)    generate shapes on disk, then train the packaged demo (demo_i
                    a model's own demo recipe such as demo_fcis)
 evaluate(ckpt)     a checkpoint over a folder split -> metrics.json, report.md, report.html
 inspect(data)      the label doctor's account of a dataset (fcnseg.data.doctor.inspect)
-predict(ckpt)      images -> palette index masks + colour overlays (fcnseg.inference.files)
+
+(`predict`, images -> masks and overlays, in one process or under torchrun, is
+commands/prediction.py.) On the terminal, each step that takes more than a moment shows a bar
+with the time left, or where nothing can be counted a status line (runs.status).
 
 Each command serves both tasks: where config.task (or the checkpoint's model) is instance, it
 hands over to commands/instances.py after the steps the tasks share.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +27,15 @@ import torch
 
 from fcnseg.checkpoint import ModelSpec, load_checkpoint
 from fcnseg.commands import instances as instance_commands
-from fcnseg.commands.runs import check_task, resolve_config, run_summary, started_run
+from fcnseg.commands.prediction import use_crf
+from fcnseg.commands.runs import (
+    REPORT_STATUS,
+    check_task,
+    resolve_config,
+    run_summary,
+    started_run,
+    status,
+)
 from fcnseg.config import Config, LossConfig, load_config, scored_classes
 from fcnseg.data import make_dataset, make_loader, write_shapes_folder
 from fcnseg.data.dataset import SegmentationDataset
@@ -33,11 +45,8 @@ from fcnseg.data.folder import image_channels
 from fcnseg.data.instances import write_instance_shapes_folder
 from fcnseg.errors import FcnsegError
 from fcnseg.export.pipeline import export_checkpoint
-from fcnseg.inference import InferenceOptions, InstancePredictor, Predictor, load, predictor_for
-from fcnseg.inference.backends import select_backend
-from fcnseg.inference.files import input_images, output_names, predict_files
+from fcnseg.inference import InferenceOptions, InstancePredictor, load, predictor_for
 from fcnseg.inference.loading import resolve_device
-from fcnseg.inference.options import crf_parameters
 from fcnseg.inference.predictor import sample_predictions
 from fcnseg.losses import (
     build_loss,
@@ -74,19 +83,42 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     device = distributed.local_device(resolve_device(config.train.device))
     if config.task == "instance":
         return instance_commands.train(config, run_dir, resume, show_progress, device)
+    with status("reading the data", show_progress) as say:
+        trainer, train_set, val_set = _trainer(config, run_dir, show_progress, device, say)
+        if resume:
+            trainer.resume(run_dir / "last.pt")
+    trainer.fit()
+    if not distributed.is_main():
+        return run_dir / "report.md"  # rank 0 writes it
+    return _final_report(config, trainer, val_set, len(train_set), show_progress)
+
+
+def _trainer(
+    config: Config,
+    run_dir: Path,
+    show_progress: bool,
+    device: torch.device,
+    say: Callable[[str], None],
+) -> tuple[Trainer, SegmentationDataset, SegmentationDataset]:
+    """The Trainer of a semantic run, and its training and validation sets; `say` tells the
+    terminal which step of the set-up is under way."""
     data = config.data
     train_set = make_dataset(data, data.train_split, train=True, seed=config.train.seed)
     val_set = make_dataset(data, data.val_split, train=False)
     class_names = _class_names(config, train_set.source.class_names)
     palette = val_set.palette[: scored_classes(data.num_classes)]  # the dataset's, or fcnseg's
     # The label doctor reads every mask before the first step; its counts give class weights.
+    say("checking every label (the label doctor)")
     inspection = check_before_training(data) if data.kind == "folder" else None
+    say(f"building {config.model.name}")
     channels = image_channels(data.image_mode, data.image_alpha)
     spec = ModelSpec(config.model.name, data.num_classes, channels, dict(config.model.options))
-    model = spec.build()
+    loss = build_loss(
+        _loss_config(config, train_set, inspection), data.num_classes, data.ignore_index
+    )
     trainer = Trainer(
         config,
-        model,
+        spec.build(),
         make_loader(
             train_set,
             data.batch_size,
@@ -97,9 +129,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
             rank=distributed.rank(),
         ),
         distributed.evaluation_loader(val_set, data.batch_size, data.num_workers),
-        build_loss(
-            _loss_config(config, train_set, inspection), data.num_classes, data.ignore_index
-        ),
+        loss,
         run_dir,
         class_names,
         spec,
@@ -107,16 +137,15 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
         show_progress,
         palette=palette,
     )
-    if resume:
-        trainer.resume(run_dir / "last.pt")
-    trainer.fit()
-    if not distributed.is_main():
-        return run_dir / "report.md"  # rank 0 writes it
-    return _final_report(config, trainer, val_set, len(train_set))
+    return trainer, train_set, val_set
 
 
 def _final_report(
-    config: Config, trainer: Trainer, val_set: SegmentationDataset, train_images: int
+    config: Config,
+    trainer: Trainer,
+    val_set: SegmentationDataset,
+    train_images: int,
+    show_progress: bool = False,
 ) -> Path:
     """Evaluate best.pt on the validation split and write the run's report."""
     best = load_checkpoint(trainer.run_dir / "best.pt")
@@ -125,21 +154,24 @@ def _final_report(
     predictor = predictor_for(
         model, data, trainer.device, class_names=trainer.class_names, palette=trainer.palette
     )
-    evaluation = evaluate_split(predictor, val_set, data.num_classes, data.ignore_index)
+    evaluation = evaluate_split(
+        predictor, val_set, data.num_classes, data.ignore_index, show_progress=show_progress
+    )
     state = trainer.state
     checkpoint = f"best.pt (epoch {best['epoch']}, val mIoU {best['best_miou']:.4f})"
     images = (train_images, len(val_set))
     summary = run_summary(config, state, trainer.device, images, checkpoint)
-    return write_run_report(
-        trainer.run_dir,
-        evaluation,
-        trainer.class_names,
-        sample_predictions(predictor, val_set),
-        state.history,
-        title=f"fcnseg run: {config.name}",
-        summary=summary,
-        palette=predictor.palette,
-    )
+    with status(REPORT_STATUS, show_progress):
+        return write_run_report(
+            trainer.run_dir,
+            evaluation,
+            trainer.class_names,
+            sample_predictions(predictor, val_set),
+            state.history,
+            title=f"fcnseg run: {config.name}",
+            summary=summary,
+            palette=predictor.palette,
+        )
 
 
 def _loss_config(
@@ -186,7 +218,9 @@ def demo(
         counts = {data.train_split: data.synthetic_train, data.val_split: data.synthetic_val}
         instance = config.task == "instance"
         write = write_instance_shapes_folder if instance else write_shapes_folder
-        write(run / "data", counts, data.synthetic_size, config.train.seed)
+        pictures = " and ".join(f"{count} {split}" for split, count in counts.items())
+        with status(f"drawing {pictures} images of shapes into {run / 'data'}", show_progress):
+            write(run / "data", counts, data.synthetic_size, config.train.seed)
         return train(config, run, show_progress=show_progress)
 
 
@@ -217,37 +251,41 @@ def evaluate(
     overwrite: bool,
     options: InferenceOptions | None = None,
     crf: list[str] | None = None,
+    show_progress: bool = False,
 ) -> Path:
     """Every score of a checkpoint on a split, through the Predictor with `options` (tiles,
     test-time augmentation) and the dense CRF when `crf` is a list of --crf-set overrides
-    (see _use_crf), into metrics.json, report.md and report.html."""
+    (see use_crf), into metrics.json, report.md and report.html."""
     predictor = load(checkpoint_path, options=options)
-    _use_crf(predictor, crf)
+    use_crf(predictor, crf)
     if isinstance(predictor, InstancePredictor):  # mask AP and DSB instead of mIoU
         return instance_commands.evaluate(
-            predictor, checkpoint_path, data_dir, split, out, overwrite
+            predictor, checkpoint_path, data_dir, split, out, overwrite, show_progress
         )
     data = replace(predictor.data, kind="folder", root=data_dir, val_split=split)
     dataset = make_dataset(data, split, train=False)
     dataset.source.check_labels()
     out_dir = Path(out) if out else Path(checkpoint_path).parent / f"evaluation-{split}"
     with run_folder(out_dir, overwrite, [checkpoint_path, data_dir], "evaluate"):
-        evaluation = evaluate_split(predictor, dataset, data.num_classes, data.ignore_index)
-        checkpoint = predictor.checkpoint
-        return write_run_report(
-            out_dir,
-            evaluation,
-            predictor.class_names,
-            sample_predictions(predictor, dataset),
-            training_history(checkpoint_path, checkpoint),
-            title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
-            summary={
-                "images": len(dataset),
-                "checkpoint": f"epoch {checkpoint.get('epoch')}",
-                **({"dense CRF": predictor.options.crf} if predictor.options.crf else {}),
-            },
-            palette=dataset.palette,
+        evaluation = evaluate_split(
+            predictor, dataset, data.num_classes, data.ignore_index, show_progress=show_progress
         )
+        checkpoint = predictor.checkpoint
+        with status(REPORT_STATUS, show_progress):
+            return write_run_report(
+                out_dir,
+                evaluation,
+                predictor.class_names,
+                sample_predictions(predictor, dataset),
+                training_history(checkpoint_path, checkpoint),
+                title=f"fcnseg evaluation: {checkpoint_path} on {data_dir}/{split}",
+                summary={
+                    "images": len(dataset),
+                    "checkpoint": f"epoch {checkpoint.get('epoch')}",
+                    **({"dense CRF": predictor.options.crf} if predictor.options.crf else {}),
+                },
+                palette=dataset.palette,
+            )
 
 
 def inspect(
@@ -281,70 +319,6 @@ def inspect(
     chart = out_dir / "class_pixels.png"
     report = format_report(inspection, data.train_split, weights, chart)
     return report, not inspection.errors
-
-
-def predict(
-    checkpoint_path: str,
-    inputs: str,
-    out: str,
-    overwrite: bool,
-    backend: str = "auto",
-    onnx_path: str | None = None,
-    options: InferenceOptions | None = None,
-    show_progress: bool = True,
-    crf: list[str] | None = None,
-) -> list[str]:
-    """Write <stem>.png (palette index mask) and <stem>_overlay.png for each input image (an
-    instance model: instance_commands.predict), through
-    the fastest backend at hand (fcnseg.inference.backends) and the Predictor's `options`
-    (tiles, TTA), into a new folder (or with `overwrite` an fcnseg one).
-
-    Returns the failures ("file: reason"); unreadable images are skipped, not fatal. `crf`:
-    as in evaluate.
-    """
-    predictor = load(checkpoint_path, options=options)
-    _use_crf(predictor, crf)
-    images = input_images(Path(inputs))
-    names = output_names(images)  # unique, or a clear refusal before any work
-    out_dir, resolved = Path(out), Path(out).resolve()
-    if any(resolved == image.parent or resolved in image.parents for image in images):
-        raise FcnsegError(
-            f"--out {out} holds the input images; writing there could overwrite them. "
-            "Choose a separate output folder."
-        )
-    reads = [checkpoint_path, inputs, *([onnx_path] if onnx_path else [])]
-    if isinstance(predictor, InstancePredictor):  # ID maps, JSON and overlays; PyTorch only
-        return instance_commands.predict(
-            predictor, images, names, out_dir, overwrite, reads, (backend, onnx_path), show_progress
-        )
-    network, description = select_backend(
-        predictor.model,
-        checkpoint_path,
-        backend,
-        onnx_path,
-        predictor.device,
-        predictor.options.precision,
-    )
-    predictor.model = network
-    if show_progress:
-        print(f"backend: {description}")
-    with run_folder(out_dir, overwrite, reads, "predict"):
-        return predict_files(predictor, images, out_dir, show_progress, names)
-
-
-def _use_crf(predictor: Predictor | InstancePredictor, crf: list[str] | None) -> None:
-    """`--crf [--crf-set key=value ...]`: the dense CRF of the checkpoint config's inference.crf
-    (the defaults when it has none), with the overrides, goes into the Predictor's options.
-    `crf` None: no CRF."""
-    if crf is None:
-        return
-    if isinstance(predictor, InstancePredictor):
-        raise FcnsegError(
-            "--crf refines the class scores of a semantic model, but this checkpoint holds an "
-            "instance model; leave out --crf and --crf-set."
-        )
-    saved = (predictor.checkpoint.get("config") or {}).get("inference") or {}
-    predictor.options = replace(predictor.options, crf=crf_parameters(saved.get("crf"), crf))
 
 
 # `fcnseg export`: a checked ONNX model (and an int8 one, judged). The export pipeline is the

@@ -10,7 +10,8 @@ For each image <stem>.<ext>:
 Where two inputs would share an output name (a.png and a.jpg; b.png and b_overlay.png), those
 inputs keep their extension in it: a.png.png, a.jpg.png, a.jpg_overlay.png. Each file is
 written under a hidden name and renamed when whole (fcnseg.storage.atomic), so a killed run
-leaves no partial file.
+leaves no partial file, and `unfinished` can tell the inputs whose outputs are all complete
+from the others (`fcnseg predict --skip-existing`).
 
 Images are read as the model's training data was (greyscale / RGB, alpha, bit depth: see
 fcnseg.data.images). An image too large for one pass (the Predictor's memory budget decides)
@@ -22,6 +23,8 @@ failures at the end and exits non-zero.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +45,43 @@ from fcnseg.palette import overlay
 from fcnseg.storage.atomic import atomic_path
 
 CHUNK_ROWS = 64  # rows normalised or coloured at a time within a band
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk of every PNG: empty, its CRC
+
+
+def mask_outputs(name: str) -> list[str]:
+    """The files `predict_file` writes for an input of output name `name`."""
+    return [f"{name}.png", f"{name}_overlay.png"]
+
+
+def unfinished(
+    images: list[Path],
+    names: dict[Path, str],
+    out_dir: Path,
+    outputs: Callable[[str], list[str]] = mask_outputs,
+) -> list[Path]:
+    """The images, in their order, of which some output in out_dir is missing or incomplete."""
+    return [
+        image
+        for image in images
+        if not all(is_complete(out_dir / output) for output in outputs(names[image]))
+    ]
+
+
+def is_complete(path: Path) -> bool:
+    """Whether `path` is a whole output: a PNG that ends in its IEND chunk, a JSON file that
+    parses. Outputs are renamed into place whole; this also catches a file a machine crash cut
+    short before it reached the disk, or a stranger's file of the same name."""
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+            return True
+        with path.open("rb") as file:
+            if file.seek(0, os.SEEK_END) < len(PNG_END):
+                return False
+            file.seek(-len(PNG_END), os.SEEK_END)
+            return file.read() == PNG_END
+    except (OSError, ValueError):  # missing, unreadable, not JSON
+        return False
 
 
 def input_images(path: Path) -> list[Path]:

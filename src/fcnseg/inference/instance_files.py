@@ -33,6 +33,11 @@ from fcnseg.storage.atomic import atomic_path, write_text_atomically
 MAX_PNG_ID = 2**16 - 1  # a 16-bit PNG
 
 
+def instance_outputs(name: str) -> list[str]:
+    """The files `predict_instance_file` writes for an input of output name `name`."""
+    return [f"{name}.png", f"{name}.json", f"{name}_overlay.png"]
+
+
 def instance_records(
     instances: Instances, class_names: list[str]
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.inference.predictor import Predictor
@@ -53,11 +54,14 @@ def evaluate(
     ignore_index: int = 255,
     boundary_tolerance: int | None = BOUNDARY_TOLERANCE,
     gallery_size: int = GALLERY_SIZE,
+    show_progress: bool = False,
 ) -> Evaluation:
-    """Every score of the predictor over every item of `dataset` (see the module docstring)."""
+    """Every score of the predictor over every item of `dataset` (see the module docstring);
+    `show_progress`: a bar with the time left on the terminal meanwhile."""
     matrix = ConfusionMatrix(num_classes, ignore_index, True, boundary_tolerance)
     error_share = []  # per image: the share of its labelled pixels the model got wrong
-    for index in range(len(dataset)):
+    images = range(len(dataset))
+    for index in track(images, "evaluating", disable=not show_progress, transient=True):
         image, mask = dataset[index]  # (C, H, W) normalised, (H, W)
         labels = predictor.labels(image[None])  # (1, H, W)
         matrix.update(labels, mask[None])

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from rich.progress import track
 
 from fcnseg.data.instances.dataset import InstanceDataset
 from fcnseg.inference.instances import (
@@ -118,12 +119,15 @@ def evaluate_instances(
     predictor: InstancePredictor,
     dataset: InstanceDataset,
     gallery_size: int = GALLERY_SIZE,
+    show_progress: bool = False,
 ) -> InstanceEvaluation:
-    """Every score of the predictor over every item of `dataset` (see the module docstring)."""
+    """Every score of the predictor over every item of `dataset` (see the module docstring);
+    `show_progress`: a bar with the time left on the terminal meanwhile."""
     ignore_index = dataset.ignore_index
     evaluator = InstanceEvaluator(evaluation_max_detections(predictor.model))
     inference_seconds = 0.0
-    for index in range(len(dataset)):
+    images = range(len(dataset))
+    for index in track(images, "evaluating", disable=not show_progress, transient=True):
         image, target = dataset[index]  # (C, H, W) normalised, (2, H, W)
         started = time.perf_counter()
         found = predictor.instances(image[None])[0]

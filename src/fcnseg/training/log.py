@@ -4,15 +4,19 @@
     one line per epoch                  loss, val mIoU, pixel accuracy (instance runs: val AP,
                                         AP50, DSB), speed, "(best)"
     history.json                        every epoch's numbers, rewritten after each epoch
-    TensorBoard (run_dir/tensorboard)   the same scalars, and prediction overlays on val
-                                        images; only when the tensorboard package is installed
+    trackers (trackers.py)              the config once, then the same scalars and prediction
+                                        overlays on val images: TensorBoard (run_dir/tensorboard,
+                                        by default when installed), MLflow (run_dir/mlruns)
 
 In a distributed run only rank 0 logs; the others get a TrainingLog with enabled=False.
+The trackers are closed by `close()` when training ends (Trainer.fit), or else when the log is
+collected or the process exits, which marks an MLflow run as stopped before its end (KILLED).
 """
 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,19 +26,12 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from fcnseg.config import Config
 from fcnseg.palette import overlay
 from fcnseg.storage.atomic import write_text_atomically
+from fcnseg.training.trackers import TensorBoardTracker, Tracker, config_params, open_trackers
 
 Samples = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (image, truth, prediction)
-
-
-def open_tensorboard(folder: Path) -> Any | None:
-    """A SummaryWriter, or None when tensorboard is not installed (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # torch.utils.tensorboard needs the tensorboard package
-        return None
-    return SummaryWriter(log_dir=str(folder))
 
 
 @dataclass(frozen=True)
@@ -58,6 +55,14 @@ def clock(seconds: float | None) -> str:
 
 
 class TrainingLog:
+    """The terminal, history.json and the trackers of one run.
+
+    `config` chooses the trackers (train.trackers) and is logged to them; without it, the
+    default: TensorBoard when installed. `writer`, a SummaryWriter-like object, replaces them
+    with TensorBoard through that writer (as does assigning `log.writer` later; None: no
+    TensorBoard).
+    """
+
     def __init__(
         self,
         run_dir: Path,
@@ -65,13 +70,41 @@ class TrainingLog:
         print_line: Callable[[str], None] = print,
         enabled: bool = True,
         writer: Any | None = None,
+        config: Config | None = None,
     ) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self.show_progress = show_progress and enabled
         self.print_line = print_line if enabled else (lambda line: None)
-        if writer is None and enabled:
-            writer = open_tensorboard(self.run_dir / "tensorboard")
-        self.writer = writer
+        self.trackers: list[Tracker] = []  # changed in place: the finalizer holds this list
+        if enabled and writer is not None:
+            self.trackers.append(TensorBoardTracker(writer))
+        elif enabled:
+            names = "auto" if config is None else config.train.trackers
+            experiment = "run" if config is None else config.name
+            params = {} if config is None else config_params(config.to_dict())
+            self.trackers += open_trackers(names, self.run_dir, experiment, params)
+        # Not closed by close(): training stopped before its end (an error, Ctrl-C, a test).
+        self._finalizer = weakref.finalize(self, close_trackers, self.trackers, False)
+
+    @property
+    def writer(self) -> Any | None:
+        """The TensorBoard writer, or None when TensorBoard is off."""
+        tensorboard = [t for t in self.trackers if isinstance(t, TensorBoardTracker)]
+        return tensorboard[0].writer if tensorboard else None
+
+    @writer.setter
+    def writer(self, writer: Any | None) -> None:
+        for tracker in self.trackers:
+            if isinstance(tracker, TensorBoardTracker):
+                tracker.close()
+        self.trackers[:] = [t for t in self.trackers if not isinstance(t, TensorBoardTracker)]
+        if writer is not None and self.enabled:
+            self.trackers.append(TensorBoardTracker(writer))
+
+    def close(self, finished: bool = True) -> None:
+        """End the trackers' run: `finished`, or stopped before its end. Later calls do nothing."""
+        if self._finalizer.detach() is not None:
+            close_trackers(self.trackers, finished)
 
     @contextmanager
     def epoch_bar(
@@ -120,9 +153,9 @@ class TrainingLog:
         improved: bool,
         samples: Callable[[], Samples],
     ) -> None:
-        """Print the epoch's line, rewrite history.json, and send TensorBoard its scalars.
+        """Print the epoch's line, rewrite history.json, and send the trackers its scalars.
 
-        `samples` is called only when TensorBoard is on: predicting them costs forward passes.
+        `samples` is called only when a tracker is on: predicting them costs forward passes.
         """
         if not self.enabled:
             return
@@ -134,19 +167,29 @@ class TrainingLog:
             f"{entry['images_per_second']:.1f} img/s" + ("  (best)" if improved else "")
         )
         self.write_history(history)
-        if self.writer is not None:
-            for key, value in entry.items():
-                if key not in ("epoch", "step"):
-                    self.writer.add_scalar(scalar_tag(key), value, entry["step"])
-            self.writer.add_image(
-                "val_overlays", overlay_strip(samples()), entry["step"], dataformats="HWC"
-            )
-            self.writer.flush()
+        if not self.trackers:
+            return
+        step = entry["step"]
+        scalars = {
+            scalar_tag(key): value
+            for key, value in entry.items()
+            if key not in ("epoch", "step") and isinstance(value, int | float)  # NaN included
+        }
+        strip = overlay_strip(samples())  # (rows x H, 3 x W, 3) uint8
+        for tracker in self.trackers:
+            tracker.log_scalars(step, scalars)
+            tracker.log_image("val_overlays", step, strip)
+            tracker.flush()
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
         """history.json, atomically: a process killed while writing it leaves the old one."""
         if self.enabled:
             write_text_atomically(self.run_dir / "history.json", json.dumps(history, indent=1))
+
+
+def close_trackers(trackers: list[Tracker], finished: bool) -> None:
+    for tracker in trackers:
+        tracker.close(finished)
 
 
 def validation_text(entry: dict[str, Any]) -> str:
@@ -160,7 +203,7 @@ def validation_text(entry: dict[str, Any]) -> str:
 
 
 def scalar_tag(key: str) -> str:
-    """History keys as TensorBoard tags, grouped: val_miou -> val/miou, lr -> train/lr."""
+    """History keys as tracker tags, grouped: val_miou -> val/miou, lr -> train/lr."""
     if key.startswith(("train_", "val_")):
         return key.replace("_", "/", 1)
     return f"train/{key}"

@@ -122,7 +122,9 @@ class Trainer:
         self.model_spec = model_spec  # what rebuilds the model from a checkpoint
         self.state = TrainState()
         self.step_losses: list[float] = []  # every step's loss in this session, for inspection
-        self.log = TrainingLog(self.run_dir, show_progress, print_line, distributed.is_main())
+        self.log = TrainingLog(
+            self.run_dir, show_progress, print_line, distributed.is_main(), config=config
+        )
         if config.data.val_split == config.data.train_split:
             self.log.print_line(SAME_SPLIT_WARNING.format(split=config.data.val_split))
 
@@ -160,6 +162,9 @@ class Trainer:
             scores = self.validate()
             self.state.epoch += 1
             self.record(train_stats, scores)
+        over = self.state.epoch >= self.config.train.epochs or self.out_of_time()
+        if over or self.stopped_early():
+            self.log.close()  # training is over: the trackers mark the run finished
         return self.state
 
     def train_one_epoch(self) -> dict[str, float]:
