@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fcnseg.config import DataConfig
-from fcnseg.data.images import IMAGE_SUFFIXES, image_channels, read_image
+from fcnseg.data.images import IMAGE_SUFFIXES, image_channels, open_image, read_image
 from fcnseg.data.layouts import find_pairs, resolve_layout
 from fcnseg.data.masks.labels import LabelReader, build_label_map, detect_format
 from fcnseg.errors import FcnsegError
@@ -25,11 +24,8 @@ __all__ = ["IMAGE_SUFFIXES", "FolderDataset", "image_channels", "read_image"]
 def _check_sizes(pairs: list[tuple[Path, Path]]) -> None:
     """Image and mask sizes must agree; headers only, so this is fast even for big sets."""
     for image_path, mask_path in pairs:
-        try:
-            with Image.open(image_path) as image, Image.open(mask_path) as mask:
-                image_size, mask_size = image.size, mask.size
-        except (OSError, UnidentifiedImageError) as error:
-            raise FcnsegError(f"cannot read {image_path} or {mask_path}: {error}") from None
+        with open_image(image_path) as image, open_image(mask_path, "mask") as mask:
+            image_size, mask_size = image.size, mask.size
         if image_size != mask_size:
             raise FcnsegError(
                 f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} (width x height) but its "

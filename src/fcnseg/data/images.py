@@ -10,6 +10,9 @@ with OpenCV, which keeps every bit. Wide values are then scaled to 0..255 by a s
     image_scaling: per_image   each image's own min..max stretched to 0..255
 
 Alpha is dropped or kept as a last channel (data.image_alpha); alpha is never rescaled per image.
+Every file is opened through fcnseg.data.decoding: its header is checked against the pixel
+limit (fcnseg.data.decoding.MAX_PIXELS, or the environment variable FCNSEG_MAX_PIXELS) and its
+size before a pixel is decoded, and whatever bytes it holds end in an image or an FcnsegError.
 """
 
 from __future__ import annotations
@@ -18,13 +21,24 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from fcnseg.data.decoding import open_image, pixel_limit
 from fcnseg.errors import FcnsegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # one channel, more than 8 bits
 SCALINGS = ("bit_depth", "per_image")
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "describe_image",
+    "image_channels",
+    "open_image",
+    "pixel_limit",
+    "read_image",
+    "read_stored_image",
+    "stored_bits",
+]
 
 
 def image_channels(mode: str, alpha: str) -> int:
@@ -73,27 +87,30 @@ def read_image(
 
 
 def read_stored_image(path: Path) -> tuple[np.ndarray, str]:
-    """The image's values as stored (uint8, uint16 or float) and their mode: L, RGB or RGBA."""
-    try:
-        with Image.open(path) as image:
-            if image.mode in WIDE_MODES or stored_bits(image) == 16:
-                return _wide_array(image, path)
-            mode = "RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"
-            mode = "L" if image.mode in ("L", "1") else mode
-            return np.asarray(image.convert(mode)), mode
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FcnsegError(f"cannot read image {path}: {error}") from None
+    """The image's values as stored (uint8, uint16 or float) and their mode: L, RGB or RGBA.
+    The header is checked first (fcnseg.data.decoding: pixel limit, stored bytes)."""
+    with open_image(path) as image:
+        if image.mode in WIDE_MODES or stored_bits(image) == 16:
+            return _wide_array(image, path)
+        mode = "RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"
+        mode = "L" if image.mode in ("L", "1") else mode
+        return np.asarray(image.convert(mode)), mode
 
 
 def _wide_array(image: Image.Image, path: Path) -> tuple[np.ndarray, str]:
     """The stored values of a deeper-than-8-bit image, and its mode ("L", "RGB" or "RGBA")."""
     if image.mode in WIDE_MODES:
         return np.asarray(image), "L"
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise FcnsegError(f"cannot read the 16-bit image {path}; save it as PNG or TIFF.")
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # its header: checked by open_image
+    if array is None or array.ndim not in (2, 3) or array.size == 0:
+        raise FcnsegError(
+            f"cannot read the 16-bit colour image {path}: OpenCV cannot decode it; accepted: "
+            "an undamaged 16-bit PNG or TIFF. Open it in an image viewer and save it again."
+        )
     if array.ndim == 2:
         return array, "L"
+    if array.shape[2] not in (3, 4):  # two channels (grey and alpha): the grey
+        return np.ascontiguousarray(array[..., 0]), "L"
     order = [2, 1, 0, 3][: array.shape[2]]  # OpenCV's BGR(A) to RGB(A)
     return np.ascontiguousarray(array[..., order]), "RGBA" if array.shape[2] == 4 else "RGB"
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rich.progress import track
 
 from fcnseg.config import DataConfig
-from fcnseg.data.folder import IMAGE_SUFFIXES, image_channels, read_image
+from fcnseg.data.images import IMAGE_SUFFIXES, image_channels, open_image, read_image
 from fcnseg.errors import FcnsegError
 from fcnseg.inference.instances import InstancePredictor
 from fcnseg.inference.predictor import Predictor
@@ -175,11 +175,8 @@ def predict_file(predictor: Predictor, path: Path, out_dir: Path, name: str | No
 def check_input(path: Path, data: DataConfig) -> tuple[int, int]:
     """(width, height) from the header; an error if the file cannot be opened, or lacks the
     alpha channel a model trained with `image_alpha: keep` takes as its last input channel."""
-    try:
-        with Image.open(path) as image:
-            size, mode, info = image.size, image.mode, image.info
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FcnsegError(f"cannot read image {path}: {error}") from None
+    with open_image(path) as image:  # the header checked against the pixel limit
+        size, mode, info = image.size, image.mode, image.info
     has_alpha = "A" in mode or "transparency" in info
     if data.image_alpha == "keep" and not has_alpha:
         channels = image_channels(data.image_mode, data.image_alpha)

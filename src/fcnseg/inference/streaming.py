@@ -3,7 +3,8 @@
     BandSource     rows(top, bottom) -> (rows, W, C) uint8, in the model's colour mode. An
                    uncompressed 8-bit TIFF is read band by band straight from the file; any
                    other image is decoded whole once (PNG cannot be read in parts) and kept as
-                   uint8, which is H x W x C bytes: 144 MB for a 12000 x 12000 greyscale image.
+                   uint8, which is H x W x C bytes: 144 MB for a 12000 x 12000 greyscale image,
+                   within fcnseg's pixel limit (2**28 pixels; FCNSEG_MAX_PIXELS raises it).
     PngWriter      writes a PNG as its rows arrive: zlib-compressed IDAT chunks per band, so the
                    finished mask never has to exist in memory (Pillow can only save whole images).
 
@@ -24,6 +25,7 @@ import tifffile
 from PIL import Image
 
 from fcnseg.config import DataConfig
+from fcnseg.data.decoding import DECODE_ERRORS
 from fcnseg.data.folder import read_image
 from fcnseg.errors import FcnsegError
 
@@ -97,27 +99,31 @@ class PngWriter:
 
 
 class BandSource:
-    """An image read by row bands: `rows(top, bottom)` -> (rows, W, C) uint8 in the model's mode."""
+    """An image read by row bands: `rows(top, bottom)` -> (rows, W, C) uint8 in the model's mode.
+
+    A streamed TIFF is checked when opened: at least 1 x 1 pixels, and every row inside the
+    file; it needs no pixel limit, as nothing of its size is ever held. Any other image is
+    decoded by read_image, under fcnseg's pixel limit (fcnseg.data.decoding).
+    """
 
     def __init__(self, path: Path, data: DataConfig) -> None:
         self.path, self.data = Path(path), data
         self.mode = data.image_mode + ("A" if data.image_alpha == "keep" else "")
         self.whole: np.ndarray | None = None
-        self.offset = _uncompressed_tiff_offset(self.path, data)
-        if self.offset is None:  # decode once, keep the uint8 image
-            with _large_images_allowed():
-                self.whole = read_image(
-                    self.path,
-                    data.image_mode,
-                    data.image_alpha,
-                    data.image_bit_depth,
-                    data.image_scaling,
-                )
+        layout = _uncompressed_tiff_layout(self.path, data)
+        if layout is None:  # decode once, keep the uint8 image
+            self.whole = read_image(
+                self.path,
+                data.image_mode,
+                data.image_alpha,
+                data.image_bit_depth,
+                data.image_scaling,
+            )
             self.height, self.width = self.whole.shape[:2]
         else:
-            with Image.open(self.path) as image:
-                self.width, self.height = image.size
-                self.stored_mode = image.mode  # "L" or "RGB" (see _uncompressed_tiff_offset)
+            self.offset, self.height, self.width, channels = layout
+            self.stored_mode = "L" if channels == 1 else "RGB"
+            _check_rows_inside(self.path, self.offset, self.height, self.width * channels)
 
     @property
     def streamed(self) -> bool:
@@ -125,19 +131,21 @@ class BandSource:
         return self.whole is None
 
     def rows(self, top: int, bottom: int) -> np.ndarray:
+        top, bottom = max(top, 0), min(bottom, self.height)
         if self.whole is not None:
             return self.whole[top:bottom]
         channels = len(self.stored_mode)
         row_bytes = self.width * channels
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + top * row_bytes)
-            data = handle.read((bottom - top) * row_bytes)
-        if len(data) != (bottom - top) * row_bytes:
+            data = handle.read(max(bottom - top, 0) * row_bytes)
+        if len(data) != max(bottom - top, 0) * row_bytes:
             raise FcnsegError(
                 f"cannot read image {self.path}: the file ends before row {bottom} of "
-                f"{self.height} (truncated?)."
+                f"{self.height} (it was cut short while being read?); accepted: a whole TIFF. "
+                "Copy it again."
             )
-        band = np.frombuffer(data, np.uint8).reshape(bottom - top, self.width, channels)
+        band = np.frombuffer(data, np.uint8).reshape(len(data) // row_bytes, self.width, channels)
         if self.stored_mode == self.mode:
             return band
         # The same Pillow conversion read_image applies to a whole image, one band at a time.
@@ -146,9 +154,9 @@ class BandSource:
         return converted[..., None] if converted.ndim == 2 else converted
 
 
-def _uncompressed_tiff_offset(path: Path, data: DataConfig) -> int | None:
-    """Byte offset of the pixel data of an uncompressed, contiguous 8-bit L or RGB TIFF (rows
-    can then be read in place); None for anything else."""
+def _uncompressed_tiff_layout(path: Path, data: DataConfig) -> tuple[int, int, int, int] | None:
+    """(byte offset of the pixels, height, width, channels) of an uncompressed, contiguous
+    8-bit L or RGB TIFF, whose rows can be read in place; None for anything else."""
     if path.suffix.lower() not in (".tif", ".tiff") or data.image_scaling != "bit_depth":
         return None
     if data.image_bit_depth not in (None, 8):
@@ -161,18 +169,27 @@ def _uncompressed_tiff_offset(path: Path, data: DataConfig) -> int | None:
                 and page.dtype == np.uint8
                 and (page.samplesperpixel, page.photometric) in ((1, MINISBLACK), (3, RGB))
                 and page.planarconfig == CONTIGUOUS
+                and page.imagedepth == 1
             )
-            return int(page.dataoffsets[0]) if suitable else None
-    except (tifffile.TiffFileError, OSError, ValueError):
+            if not suitable:
+                return None
+            size = (int(page.imagelength), int(page.imagewidth), int(page.samplesperpixel))
+            return (int(page.dataoffsets[0]), *size)
+    except DECODE_ERRORS:
         return None  # let read_image name the problem
 
 
-class _large_images_allowed:
-    """Lift Pillow's decompression-bomb limit while the user's own large image is read."""
-
-    def __enter__(self) -> None:
-        self.limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-
-    def __exit__(self, *exc_info: object) -> None:
-        Image.MAX_IMAGE_PIXELS = self.limit
+def _check_rows_inside(path: Path, offset: int, height: int, row_bytes: int) -> None:
+    """A streamed TIFF must have at least one row and column, and all its rows in the file."""
+    if height <= 0 or row_bytes <= 0:
+        raise FcnsegError(
+            f"image {path} declares {height} rows of {row_bytes} bytes; accepted: a TIFF of at "
+            "least 1 x 1 pixels. The file is damaged: export it again."
+        )
+    size = path.stat().st_size
+    if offset < 0 or offset + height * row_bytes > size:
+        raise FcnsegError(
+            f"image {path} declares {height} rows of {row_bytes} bytes from byte {offset}, but "
+            f"the file ends at byte {size}; accepted: a whole TIFF. It is truncated or damaged: "
+            "copy or export it again."
+        )

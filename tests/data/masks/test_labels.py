@@ -1,5 +1,6 @@
 """Class tables and the label map from raw mask values to training labels."""
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,19 @@ def test_table_and_num_classes_must_agree(tmp_path: Path):
         FcnsegError, match=r"lists 3 classes of which 1 are ignored, leaving 2 .* is 4"
     ):
         build_label_map(mask_format, 4, 255)
+
+
+def test_inferred_class_count_skips_ignored_values_and_stops_at_16_bits():
+    from fcnseg.data.masks.encodings import IndexCodec
+    from fcnseg.data.masks.labels import infer_num_classes
+
+    mask_format = MaskFormat(IndexCodec("index"), None, [11], "data.ignore_labels")
+    # 0..300 less the ignored 11 and 255: 299 classes (a loop over range(301) said the same).
+    assert infer_num_classes(mask_format, np.array([0, 1, 11, 255, 300]), 255) == 299
+    assert infer_num_classes(mask_format, np.array([], np.int64), 255) == 1
+    # Found by the reader fuzzer: a 32-bit mask holding 196,611,000 made the doctor loop over
+    # 196 million values and allocate a label map of 1.5 GB.
+    start = time.perf_counter()
+    with pytest.raises(FcnsegError, match=r"value 196,611,000: .* 196,611,001 classes; accepted"):
+        infer_num_classes(mask_format, np.array([0, 196_611_000]), 255)
+    assert time.perf_counter() - start < 0.1

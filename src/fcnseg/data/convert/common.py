@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcnseg.data.convert.items import IGNORE, OVERLAP_RULE, Entry, Export, Item
+from fcnseg.data.decoding import DECODE_ERRORS
 from fcnseg.data.images import IMAGE_SUFFIXES
 from fcnseg.errors import FcnsegError
 from fcnseg.palette import PALETTE
@@ -166,7 +167,7 @@ def _copy_image(item: Item, folder: Path, name: str) -> None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (OSError, UnidentifiedImageError) as error:
+    except DECODE_ERRORS as error:
         raise FcnsegError(f"cannot read image {ref.describe()}: {error}") from None
     label_height, label_width = item.shape
     if (width, height) != (label_width, label_height):

@@ -26,11 +26,12 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcnseg.data.convert.archive import ExportFiles, ImageIndex
 from fcnseg.data.convert.common import IGNORE_COLOUR, output_names
 from fcnseg.data.convert.items import Colour, Entry, Export, Item
+from fcnseg.data.decoding import DECODE_ERRORS, check_pixels
 from fcnseg.data.masks.classes import VOC_TABLE
 from fcnseg.errors import FcnsegError
 
@@ -193,8 +194,9 @@ def _check_found(
 def _open_mask(files: ExportFiles, name: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(files.read(name)))
+        check_pixels(*image.size, Path(name), "mask")  # from the header, before decoding
         image.load()
-    except (OSError, UnidentifiedImageError) as error:
+    except DECODE_ERRORS as error:
         raise FcnsegError(f"cannot read mask {files.describe(name)}: {error}") from None
     return image
 

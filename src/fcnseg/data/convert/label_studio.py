@@ -25,12 +25,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fcnseg.data.convert.archive import ExportFiles, ImageIndex, ImageRef
 from fcnseg.data.convert.brush import decode_brush
 from fcnseg.data.convert.common import output_names
 from fcnseg.data.convert.items import Entry, Export, Item, Region, item_from_regions
+from fcnseg.data.decoding import DECODE_ERRORS
 from fcnseg.data.instances.rle import polygon_mask
 from fcnseg.errors import FcnsegError
 from fcnseg.registry import suggest
@@ -179,7 +180,7 @@ def image_shape(ref: ImageRef) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(ref.read())) as opened:
             return opened.height, opened.width
-    except (OSError, UnidentifiedImageError) as error:
+    except DECODE_ERRORS as error:
         raise FcnsegError(f"cannot read image {ref.describe()}: {error}") from None
 
 

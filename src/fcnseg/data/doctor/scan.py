@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fcnseg.config import DataConfig
-from fcnseg.data.images import describe_image, read_image, read_stored_image, stored_bits
+from fcnseg.data.images import (
+    describe_image,
+    open_image,
+    read_image,
+    read_stored_image,
+    stored_bits,
+)
 from fcnseg.data.layouts import Layout, find_pairs, unpaired_masks
 from fcnseg.data.masks.encodings import read_stored_mask
 from fcnseg.data.masks.labels import (
@@ -85,11 +90,8 @@ def scan_split(
 
 def _scan_pair(scan: SplitScan, image_path: Path, mask_path: Path, config: DataConfig) -> None:
     """One pair: image header, one read of the mask, its raw label counts."""
-    try:
-        with Image.open(image_path) as image:
-            size, kind, wide = image.size, describe_image(image), stored_bits(image) > 8
-    except (OSError, UnidentifiedImageError) as error:
-        raise FcnsegError(f"cannot read image {image_path}: {error}") from None
+    with open_image(image_path) as image:  # the header checked before anything is decoded
+        size, kind, wide = image.size, describe_image(image), stored_bits(image) > 8
     scan.image_sizes[size] += 1
     scan.image_kinds[kind] += 1
     if wide:
@@ -108,9 +110,9 @@ def _scan_pair(scan: SplitScan, image_path: Path, mask_path: Path, config: DataC
         message = undecodable_message(mask_path, scan.format.codec, stored.array, undecoded)
         scan.problems["undecodable"].append(message)
         raw = raw[~undecoded]
-    counts = np.bincount(raw.ravel())
-    values = np.flatnonzero(counts)
-    scan.masks.append(MaskCounts(mask_path, values, counts[values]))
+    # np.unique, not bincount: a 32-bit mask holding one value of 2^28 would need a 2 GB count
+    values, counts = np.unique(raw.ravel(), return_counts=True)
+    scan.masks.append(MaskCounts(mask_path, values, counts))
 
 
 def _scan_wide_image(scan: SplitScan, path: Path, config: DataConfig) -> None:

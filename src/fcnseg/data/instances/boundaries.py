@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from fcnseg.config import DataConfig
+from fcnseg.data.images import open_image
 from fcnseg.data.instances.folder import InstanceFolder
 from fcnseg.errors import FcnsegError
 
@@ -96,7 +97,8 @@ def write_boundary_masks(
             if center_crop is None:
                 _link_or_copy(image_path, images_out / image_path.name)
             else:
-                image = np.asarray(Image.open(image_path))
+                with open_image(image_path) as opened:  # checked (fcnseg.data.decoding)
+                    image = np.asarray(opened)
                 window = _middle(mask.shape, center_crop, image_path)
                 Image.fromarray(image[window]).save(images_out / f"{name}.png")
                 mask = mask[window]

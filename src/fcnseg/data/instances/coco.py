@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from fcnseg.config import DataConfig
-from fcnseg.data.images import IMAGE_SUFFIXES, read_image
+from fcnseg.data.images import IMAGE_SUFFIXES, open_image, read_image
 from fcnseg.data.instances.coco_masks import ImageAnnotations, image_annotations, paint_target
 from fcnseg.data.instances.maps import check_same_size
 from fcnseg.errors import FcnsegError
@@ -146,11 +145,8 @@ def _few(names: list[str]) -> str:
 def check_image_sizes(coco: CocoFile, files: list[Path]) -> None:
     """Each file's size (header only) must be the width and height its entry states."""
     for image, path in zip(coco.images, files, strict=True):
-        try:
-            with Image.open(path) as opened:
-                width, height = opened.size
-        except (OSError, UnidentifiedImageError) as error:
-            raise FcnsegError(f"cannot read image {path}: {error}") from None
+        with open_image(path) as opened:  # the header only, checked (fcnseg.data.decoding)
+            width, height = opened.size
         if (width, height) != (image.width, image.height):
             raise FcnsegError(
                 f"image {path} is {width}x{height} (width x height) but {coco.path} says "

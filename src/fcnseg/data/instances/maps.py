@@ -21,9 +21,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import tifffile
-from PIL import Image, UnidentifiedImageError
 
+from fcnseg.data.decoding import open_image, read_tiff_page
 from fcnseg.errors import FcnsegError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -37,14 +36,11 @@ def read_id_map(path: Path, what: str = "instance map") -> np.ndarray:
             f"{what} {path} is a JPEG, whose lossy compression changes IDs at every edge; save "
             "it as PNG or TIFF."
         )
-    try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            array, mode = tifffile.imread(path), "TIFF"
-        else:
-            with Image.open(path) as image:
-                array, mode = np.array(image), image.mode
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FcnsegError(f"cannot read {what} {path}: {error}") from None
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        array, mode = read_tiff_page(path, what, one_page=True), "TIFF"
+    else:
+        with open_image(path, what) as image:
+            array, mode = np.array(image), image.mode
     if array.ndim != 2 or (mode != "TIFF" and mode not in ONE_CHANNEL_MODES):
         shape = " x ".join(str(side) for side in array.shape)
         found = f"shape {shape}" if mode == "TIFF" else f"mode {mode}, shape {shape}"

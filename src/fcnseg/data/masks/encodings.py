@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from fcnseg.data.decoding import open_image
 from fcnseg.data.masks.classes import ClassTable
 from fcnseg.errors import FcnsegError
 
@@ -39,19 +39,22 @@ class StoredMask:
 
 
 def read_stored_mask(path: Path) -> StoredMask:
-    """The mask file's own values; alpha is dropped, "1" (bilevel) masks read as 0 and 1."""
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            palette = None
-            if mode in ("P", "PA"):
-                palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
-                image = image.convert("P") if mode == "PA" else image
-            elif mode in ("RGBA", "CMYK", "YCbCr", "LA"):
-                image = image.convert("L" if mode == "LA" else "RGB")
-            array = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise FcnsegError(f"cannot read mask {path}: {error}") from None
+    """The mask file's own values; alpha is dropped, "1" (bilevel) masks read as 0 and 1.
+    The header is checked first (fcnseg.data.decoding: pixel limit, stored bytes)."""
+    with open_image(path, "mask") as image:
+        mode = image.mode
+        palette = None
+        if mode in ("P", "PA"):
+            palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+            image = image.convert("P") if mode == "PA" else image
+        elif mode in ("RGBA", "CMYK", "YCbCr", "LA"):
+            image = image.convert("L" if mode == "LA" else "RGB")
+        array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise FcnsegError(
+            f"mask {path} holds {mode} values of shape {array.shape}; accepted: one channel of "
+            "labels or RGB colours: save it as such a PNG."
+        )
     return StoredMask(array.astype(np.uint8) if array.dtype == bool else array, mode, palette)
 
 
@@ -140,7 +143,7 @@ class ColourCodec:
         self.values = np.array([entry.value for entry in table.entries], np.int64)[order]
 
     def decode(self, mask: StoredMask, path: Path) -> np.ndarray:
-        array = mask.array if mask.palette is None else mask.palette[mask.array]
+        array = mask.array if mask.palette is None else _palette_colours(mask)
         if array.ndim != 3:
             raise FcnsegError(
                 f"mask {path} has one channel ({mask.mode}) but the masks are read as RGB "
@@ -151,7 +154,9 @@ class ColourCodec:
         return np.where(self.keys[position] == keys, self.values[position], -1)
 
     def explain(self, values: np.ndarray) -> str:
-        colours = np.unique(values.reshape(-1, 3), axis=0)
+        if values.ndim != 2 or values.shape[1] != 3:  # palette indices, not colours
+            return f" Give these palette entries colours of {self.table_name}, or fix the masks."
+        colours = unique_rows(values)[0]
         blends = blended(colours, self.colours)
         if not blends.any():
             return f" Add these colours to {self.table_name}, or fix the masks."
@@ -160,6 +165,28 @@ class ColourCodec:
             "colours, i.e. anti-aliased edges: draw masks without anti-aliasing and resize them "
             "with nearest-neighbour interpolation."
         )
+
+
+def _palette_colours(mask: StoredMask) -> np.ndarray:
+    """(H, W, 3) int64 colours of a palette mask; an index past the end of a damaged or short
+    palette has no colour: (-1, -1, -1), which no table holds, so it is reported undecodable."""
+    palette = np.full((256, 3), -1, np.int64)
+    stored = np.asarray(mask.palette, np.int64).reshape(-1, 3)[:256]
+    palette[: len(stored)] = stored
+    return palette[mask.array]  # palette indices are uint8: always inside the 256 rows
+
+
+def unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (N,) or colours (N, 3) and the count of each, sorted. A colour is
+    packed into one integer first: np.unique(axis=0) takes seconds on a large image's pixels."""
+    if values.ndim == 1:
+        return np.unique(values, return_counts=True)
+    wide = values.astype(np.int64)
+    if wide.shape[1] != 3 or wide.min(initial=0) < 0 or wide.max(initial=0) >= 2**21:
+        return np.unique(values, axis=0, return_counts=True)
+    keys = (wide[:, 0] << 42) | (wide[:, 1] << 21) | wide[:, 2]
+    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    return values[first], counts
 
 
 def _colour_keys(colours: np.ndarray) -> np.ndarray:

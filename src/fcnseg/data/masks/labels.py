@@ -25,10 +25,17 @@ import numpy as np
 from fcnseg.config import DataConfig, scored_classes
 from fcnseg.data.layouts import resolve_layout
 from fcnseg.data.masks.classes import ClassTable, find_class_table
-from fcnseg.data.masks.encodings import ColourCodec, IndexCodec, detect_codec, read_stored_mask
+from fcnseg.data.masks.encodings import (
+    ColourCodec,
+    IndexCodec,
+    detect_codec,
+    read_stored_mask,
+    unique_rows,
+)
 from fcnseg.errors import FcnsegError
 from fcnseg.palette import PALETTE
 
+MAX_INFERRED_LABEL = 65535  # the largest 16-bit value: a class count is never inferred past it
 BINARY_NAMES = ["background", "foreground"]  # a single-output model's classes, without a table
 
 
@@ -130,8 +137,15 @@ def infer_num_classes(mask_format: MaskFormat, seen: np.ndarray, ignore_index: i
         return sum(entry.value not in ignored for entry in mask_format.table.entries)
     if mask_format.codec.name == "binary":
         return 2
-    top = max((int(value) for value in seen if value >= 0 and value not in ignored), default=0)
-    return sum(value not in ignored for value in range(top + 1))
+    values = np.asarray(seen, np.int64)
+    top = int(values[(values >= 0) & ~np.isin(values, sorted(ignored))].max(initial=0))
+    if top > MAX_INFERRED_LABEL:  # a 32-bit mask, or a damaged one: no label map that large
+        raise FcnsegError(
+            f"the masks hold the value {top:,}: read as class indices, that is {top + 1:,} "
+            f"classes; accepted: class values 0..{MAX_INFERRED_LABEL} (8- or 16-bit masks). "
+            "Set data.num_classes and list stray values in data.ignore_labels, or fix the masks."
+        )
+    return top + 1 - sum(0 <= value <= top for value in ignored)
 
 
 class LabelReader:
@@ -182,7 +196,7 @@ def undecodable_message(
 ) -> str:
     """One sentence on pixels the encoding cannot decode: how many, which values, why, the fix."""
     values = array[undecoded]
-    shown, counts = np.unique(values.reshape(len(values), -1), axis=0, return_counts=True)
+    shown, counts = unique_rows(values.reshape(len(values), -1))
     return (
         f"mask {path} has {int(undecoded.sum())} pixels the {codec.name} encoding cannot decode: "
         f"{_listed(shown, counts)}.{codec.explain(values)}"
