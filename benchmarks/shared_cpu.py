@@ -6,8 +6,10 @@ machine and once beside a competitor: one process multiplying matrices on `--com
 BLAS threads (NumPy), the way another user's job loads a shared server. Each setting of the
 environment is measured both ways:
 
-    default           fcnseg as it ships
+    default           fcnseg as it ships (its command line sets OMP_WAIT_POLICY=PASSIVE unless
+                      the environment sets it; before 2026-12-03 it left OpenMP's default)
     spin              OMP_WAIT_POLICY=ACTIVE: OpenMP threads spin while they wait for work
+                      (what GNU OpenMP does by default for a while after each parallel region)
     passive           OMP_WAIT_POLICY=PASSIVE: they sleep instead
 
 The training images/s is read from the run's history.json (the mean over its epochs, the first

@@ -167,3 +167,22 @@ def test_only_a_run_folder_of_its_own_making_is_taken_back(tmp_path: Path):
     assert (tmp_path / "shared" / "config.yaml").is_file()  # nothing deleted there
     failing_start(tmp_path / "user-data", {"data/mine.png": "theirs"})  # reads_data: the user's
     assert (tmp_path / "user-data" / "data" / "mine.png").is_file()
+
+
+def test_the_command_line_lets_openmp_threads_sleep_unless_told_otherwise():
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "import os, sys\n"
+        "from fcnseg.cli import share_the_cpu_politely\n"
+        "share_the_cpu_politely()\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = subprocess.run([sys.executable, "-c", program], env=environment, capture_output=True)
+    assert run.stdout.decode().strip() == "PASSIVE"
+    chosen = {**environment, "OMP_WAIT_POLICY": "ACTIVE"}  # the user's choice stands
+    run = subprocess.run([sys.executable, "-c", program], env=chosen, capture_output=True)
+    assert run.stdout.decode().strip() == "ACTIVE"

@@ -428,12 +428,26 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    share_the_cpu_politely()
     args = build_parser().parse_args(argv)
     status = run_command(args)
     from fcnseg.training.distributed import end_worker  # every command has loaded torch by now
 
     end_worker(status)  # a torchrun worker ends here (see there); a plain process goes on
     return status
+
+
+def share_the_cpu_politely() -> None:
+    """OpenMP threads that wait by sleeping, unless the user chose (OMP_WAIT_POLICY).
+
+    By default PyTorch's OpenMP threads spin between parallel regions; on a machine where
+    another process also wants the cores, a spinning thread burns the time slice its partner
+    needs, and a CamVid training run beside one 2-thread process fell to 0.27x its idle speed;
+    with PASSIVE it kept 0.57x, for 0-6% of idle speed (benchmarks/shared_cpu.py, README). It
+    must be set before torch loads its OpenMP runtime: the commands import torch after this.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_command(args: argparse.Namespace) -> int:
