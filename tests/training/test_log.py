@@ -78,3 +78,10 @@ def test_each_epoch_records_the_validation_loss_of_the_training_loss_function(tm
             total += float(trainer.loss_fn(predictor.logits(images), masks)) * len(images)
             count += len(images)
     assert entry["val_loss"] == pytest.approx(total / count, rel=1e-5)
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_the_validation_bar_passes_every_batch_through_in_order(tmp_path: Path, shown: bool):
+    log = TrainingLog(tmp_path, show_progress=shown, print_line=lambda line: None, writer=None)
+    batches = [("image", index) for index in range(5)]
+    assert list(log.validation_bar(iter(batches), len(batches))) == batches

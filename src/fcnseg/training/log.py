@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +145,25 @@ class TrainingLog:
                     progress.update(task, completed=report.run_progress, left=left, **shown)
 
             yield advance
+
+    def validation_bar(self, batches: Iterable[Any], total: int) -> Iterable[Any]:
+        """The val batches, counted on a transient bar: a long validation (CamVid at full
+        resolution, minutes on a CPU) is not a silent pause after the epoch's bar."""
+        if not self.show_progress:
+            yield from batches
+            return
+        progress = Progress(
+            TextColumn("[bold]validating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("validating", total=total)
+            for batch in batches:
+                yield batch
+                progress.advance(task)
 
     def epoch_end(
         self,

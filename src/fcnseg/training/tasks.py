@@ -65,10 +65,13 @@ class SemanticTask:
         """Scores of the val batches; their mean loss (the training loss, on the whole val
         images as the Predictor scores them) is kept in self.loss for the history."""
         matrix = ConfusionMatrix(len(trainer.class_names), trainer.config.data.ignore_index)
-        batches = trainer.val_loader
+        batches: Any = trainer.val_loader
+        total = len(trainer.val_loader)
         limit = trainer.config.train.val_images
         if limit is not None:  # whole batches of this rank's share, at least `limit` images
-            batches = itertools.islice(batches, math.ceil(limit / trainer.config.data.batch_size))
+            total = min(total, math.ceil(limit / trainer.config.data.batch_size))
+            batches = itertools.islice(batches, total)
+        batches = trainer.log.validation_bar(batches, total)
         loss_fn = trainer.loss_fn if callable(trainer.loss_fn) else None
         with trainer.autocast(), torch.no_grad():
             loss = trainer.predictor().evaluate(batches, matrix, loss_fn)
