@@ -102,7 +102,7 @@ CONTRAST_CANDIDATES = np.array(
     ],
     dtype=np.uint8,
 )
-MIN_CONTRAST = 0.25  # luminance difference, 0..1, between a class colour and its image
+MIN_CONTRAST = 0.4  # luminance difference, 0..1, between a class colour and its image
 
 
 def luminance(colours: np.ndarray) -> np.ndarray:
