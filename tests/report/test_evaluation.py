@@ -163,3 +163,26 @@ def test_unlabelled_images_are_left_out_of_the_gallery():
     truth = torch.full((4, 4), 255)
     assert math.isnan(wrong_pixel_share(torch.zeros(4, 4), truth, 255))
     assert gallery_choice([math.nan, 0.1, 0.5, 0.2], 3) == ([1], [2])
+
+
+def test_the_worst_window_is_where_the_wrong_pixels_gather():
+    from fcnseg.report.figures import worst_window
+
+    truth = np.zeros((128, 160), np.int64)
+    prediction = truth.copy()
+    prediction[0:5, 0:5] = 1  # 25 wrong pixels top left
+    prediction[90:120, 100:130] = 1  # 900 wrong pixels further down: the window must hold them
+    truth[0:40, 150:160] = 255  # unlabelled: never counted
+    prediction[0:40, 150:160] = 2
+    top, left, side = worst_window(truth, prediction, 255)
+    assert side == 32  # a quarter of 128
+    assert 120 - side <= top <= 90 and 130 - side <= left <= 100  # holds the 30 x 30 block
+    window = (truth != prediction) & (truth != 255)
+    assert window[top : top + side, left : left + side].sum() == 900
+
+
+def test_a_small_image_gives_a_window_of_its_own_size():
+    from fcnseg.report.figures import worst_window
+
+    truth = np.zeros((20, 24), np.int64)
+    assert worst_window(truth, truth, 255) == (0, 0, 20)

@@ -5,7 +5,8 @@ class_iou_chart     per-class IoU as horizontal bars in the class colours; absen
 confusion_heatmap   the confusion matrix with each row (a true class) divided by its total,
                     so a row reads "where did this class's pixels go"; rows of classes absent
                     from the truth stay blank
-gallery_figure      one row per image: image | truth | prediction | errors, titled with the
+gallery_figure      one row per image: image | truth | prediction | errors | the worst region
+                    (the window with the most wrong pixels, enlarged), titled with the
                     image's name and mIoU
 """
 
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from fcnseg.palette import PALETTE, error_overlay, overlay
 
@@ -113,23 +114,33 @@ def gallery_figure(
     height, width = items[0].image.shape[:2]
     panel_width = min(max(width, 240), 512) / GALLERY_DPI  # inches
     panel_height = panel_width * height / width
-    figure, axes = _subplots(
-        rows, 4, figsize=(4 * panel_width + 0.4, rows * (panel_height + 0.5) + 0.6), squeeze=False
+    size = (5 * panel_width + 0.4, rows * (panel_height + 0.5) + 0.6)
+    figure, axes = _subplots(rows, 5, figsize=size, squeeze=False)
+    titles = (
+        "image",
+        "truth",
+        "prediction",
+        "errors (red), unlabelled (blue)",
+        "the worst region, enlarged: prediction",
     )
-    titles = ("image", "truth", "prediction", "errors (red), unlabelled (blue)")
     for row, item in enumerate(items):
         shown = item.image[..., 0] if item.image.shape[-1] == 1 else item.image[..., :3]
+        predicted = overlay(item.image, item.prediction, palette)
+        top, left, side = worst_window(item.truth, item.prediction, ignore_index)
         panels = (
             shown,
             overlay(item.image, item.truth, palette),
-            overlay(item.image, item.prediction, palette),
+            predicted,
             error_overlay(item.image, item.truth, item.prediction, ignore_index),
+            predicted[top : top + side, left : left + side],
         )
         for column, panel in enumerate(panels):
             axis = axes[row, column]
-            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None)
+            axis.imshow(panel, cmap="gray" if panel.ndim == 2 else None, interpolation="nearest")
             axis.set_axis_off()
             axis.set_title(titles[column] if row == 0 else "", size=9)
+        box = Rectangle((left - 0.5, top - 0.5), side, side, fill=False, color="yellow", lw=1.5)
+        axes[row, 3].add_patch(box)  # where the enlarged region is
         axes[row, 0].text(
             0,
             -0.04,
@@ -145,6 +156,28 @@ def gallery_figure(
     else:
         figure.tight_layout()
     return figure_png(figure, dpi=GALLERY_DPI)
+
+
+def worst_window(
+    truth: np.ndarray, prediction: np.ndarray, ignore_index: int = 255, share: float = 0.25
+) -> tuple[int, int, int]:
+    """(top, left, side) of the square window, `share` of the image's shorter side (at least
+    32 pixels), that holds the most wrong labelled pixels; the top-left one on a tie.
+
+    Sums over every window at once from the integral image of the error map, (H+1, W+1).
+    """
+    height, width = truth.shape
+    side = min(max(32, round(share * min(height, width))), height, width)
+    wrong = ((truth != prediction) & (truth != ignore_index)).astype(np.int64)
+    integral = np.pad(wrong.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = (
+        integral[side:, side:]
+        - integral[:-side, side:]
+        - integral[side:, :-side]
+        + integral[:-side, :-side]
+    )  # (H - side + 1, W - side + 1): the wrong pixels of the window at each top-left corner
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(top), int(left), side
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
